@@ -1,0 +1,223 @@
+"""Checkpoints: safetensors weights plus a JSON model card, never pickles.
+
+Layout: ``checkpoints/<name>/model.safetensors`` and ``checkpoints/<name>/card.json``.
+``load_model`` rebuilds the architecture the card names through the registry and loads
+the tensors into it; nothing in a checkpoint can run code.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import subprocess
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .labels import EMOTIONS
+from .models import FERNet, create_model
+from .preprocess import to_batch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+WEIGHTS_FILE, CARD_FILE = "model.safetensors", "card.json"
+_PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unsafe, corrupt or does not match its card."""
+
+
+def checkpoints_dir() -> Path:
+    return Path(os.environ.get("FERLAB_CHECKPOINTS", REPO_ROOT / "checkpoints"))
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """``FERLAB_DEVICE`` if set, else CUDA, else MPS, else CPU."""
+    choice = device or os.environ.get("FERLAB_DEVICE")
+    if choice:
+        return torch.device(choice)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except Exception:
+        return None
+
+
+def base_card(model: FERNet, mean, std) -> dict:
+    """The architecture part of a model card; training adds data, command, metrics."""
+    return {
+        "architecture": model.architecture,
+        "config": model.config,
+        "input_size": model.input_size,
+        "in_channels": model.in_channels,
+        "mean": [float(m) for m in mean],
+        "std": [float(s) for s in std],
+        "class_names": list(EMOTIONS),
+        "explainable_layers": list(model.explainable_layers),
+        "default_layer": model.default_layer,
+        "supports_cam": model.supports_cam,
+        "params": int(sum(p.numel() for p in model.parameters())),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": git_commit(),
+    }
+
+
+def save_checkpoint(model: FERNet, card: dict, out_dir: str | Path, half: bool = False) -> Path:
+    """Write weights and card atomically into ``out_dir``; returns the folder."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if half:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+    card = dict(card, storage_dtype="float16" if half else "float32")
+    tmp_w, tmp_c = out / (WEIGHTS_FILE + ".tmp"), out / (CARD_FILE + ".tmp")
+    save_file(tensors, str(tmp_w), metadata={"architecture": card["architecture"]})
+    tmp_c.write_text(json.dumps(card, indent=2, default=_json_default) + "\n")
+    os.replace(tmp_w, out / WEIGHTS_FILE)
+    os.replace(tmp_c, out / CARD_FILE)
+    return out
+
+
+def update_card(folder: str | Path, **fields) -> dict:
+    path = Path(folder) / CARD_FILE
+    card = json.loads(path.read_text())
+    card.update(fields)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(card, indent=2, default=_json_default) + "\n")
+    os.replace(tmp, path)
+    return card
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def resolve(name_or_path: str | Path) -> Path:
+    """A checkpoint folder from a name in ``checkpoints/``, a folder, or its weights file."""
+    path = Path(name_or_path)
+    if path.suffix.lower() in _PICKLE_SUFFIXES:
+        raise CheckpointError(f"refusing {path.name}: ferlab never unpickles checkpoints "
+                              "(pickles can run arbitrary code); convert the weights to safetensors")
+    if path.is_file():
+        path = path.parent
+    if not path.is_dir():
+        candidate = checkpoints_dir() / str(name_or_path)
+        if not candidate.is_dir():
+            available = ", ".join(list_models()) or "none"
+            raise CheckpointError(f"no checkpoint {str(name_or_path)!r} (looked in {checkpoints_dir()}; "
+                                  f"available: {available})")
+        path = candidate
+    return path
+
+
+def read_card(folder: str | Path) -> dict:
+    path = Path(folder) / CARD_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{folder} has no {CARD_FILE}")
+    try:
+        card = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
+    for key in ("architecture", "config"):
+        if key not in card:
+            raise CheckpointError(f"{path} lacks {key!r}")
+    return card
+
+
+def load_weights(folder: Path) -> dict[str, torch.Tensor]:
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        pickles = [p.name for p in folder.iterdir() if p.suffix.lower() in _PICKLE_SUFFIXES]
+        hint = f" (found {', '.join(pickles)}: pickled checkpoints are refused)" if pickles else ""
+        raise CheckpointError(f"{folder} has no {WEIGHTS_FILE}{hint}")
+    try:
+        return load_file(str(weights))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{weights} is corrupt or truncated ({exc}); re-download or re-export it") from exc
+
+
+def list_models() -> list[str]:
+    root = checkpoints_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / CARD_FILE).is_file() and (p / WEIGHTS_FILE).is_file())
+
+
+@dataclass
+class FERClassifier:
+    """A loaded checkpoint: ``module`` (eval mode), ``card`` and ``predict``."""
+
+    name: str
+    module: FERNet
+    card: dict
+    device: torch.device
+    path: Path | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.card.get("class_names", EMOTIONS))
+
+    def preprocess(self, images) -> torch.Tensor:
+        return to_batch(images, self.card).to(self.device)
+
+    @torch.inference_mode()
+    def predict(self, images, batch_size: int = 256) -> np.ndarray:
+        """Probabilities ``(N, 7)`` for PIL images / arrays / bytes (or a single one)."""
+        batch = to_batch(images, self.card)
+        out = [torch.softmax(self.module(batch[i:i + batch_size].to(self.device)).float(), dim=1).cpu()
+               for i in range(0, len(batch), batch_size)]
+        return torch.cat(out).numpy() if out else np.empty((0, len(self.class_names)), np.float32)
+
+    @torch.inference_mode()
+    def predict_tensor(self, batch: torch.Tensor, tta: bool = False) -> torch.Tensor:
+        """Probabilities for an already normalized batch; ``tta`` averages with the mirror image."""
+        batch = batch.to(self.device)
+        probs = torch.softmax(self.module(batch).float(), dim=1)
+        if tta:
+            probs = (probs + torch.softmax(self.module(batch.flip(-1)).float(), dim=1)) / 2
+        return probs.cpu()
+
+
+def load_model(name_or_path: str | Path, device: str | torch.device | None = None) -> FERClassifier:
+    """Load a checkpoint by name (from ``checkpoints/`` or ``FERLAB_CHECKPOINTS``) or path."""
+    folder = resolve(name_or_path)
+    card = read_card(folder)
+    state = load_weights(folder)
+    try:
+        module = create_model(card["architecture"], **card["config"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{folder}: card names an architecture ferlab cannot build: {exc}") from exc
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or wrong:
+        detail = "; ".join(s for s in (
+            f"missing {missing[:3]}" if missing else "", f"unexpected {unexpected[:3]}" if unexpected else "",
+            f"shape mismatch {wrong[:3]}" if wrong else "") if s)
+        raise CheckpointError(f"{folder}: weights do not match the card's {card['architecture']} "
+                              f"config {card['config']}: {detail}")
+    module.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+    dev = pick_device(device)
+    module.to(dev).eval()
+    if dev.type == "cpu":
+        module.to(memory_format=torch.channels_last)
+    return FERClassifier(name=folder.name, module=module, card=card, device=dev, path=folder)

@@ -1,0 +1,34 @@
+"""Batched inference over decoded arrays, shared by training, evaluation, benchmarks and the audit."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .preprocess import normalize
+
+
+@torch.inference_mode()
+def predict_arrays(module: torch.nn.Module, images: np.ndarray, card: dict, device=None,
+                   batch_size: int = 512, tta: bool = False, progress: bool = False) -> np.ndarray:
+    """Softmax probabilities ``(N, C)`` for uint8 ``(N, H, W)`` images already at the model's size.
+
+    ``tta`` averages the probabilities of each image and its horizontal mirror.
+    """
+    device = device or next(module.parameters()).device
+    was_training = module.training
+    module.eval()
+    out = []
+    starts = range(0, len(images), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+        starts = tqdm(starts, desc="predict", unit="batch", leave=False)
+    for start in starts:
+        x = normalize(torch.from_numpy(images[start:start + batch_size]).unsqueeze(1), card).to(device)
+        if device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        probs = torch.softmax(module(x).float(), dim=1)
+        if tta:
+            probs = (probs + torch.softmax(module(x.flip(-1)).float(), dim=1)) / 2
+        out.append(probs.cpu())
+    module.train(was_training)
+    return torch.cat(out).numpy() if out else np.empty((0, 7), np.float32)

@@ -1,0 +1,318 @@
+"""The training loop, readable top to bottom.
+
+Data are decoded once into uint8 arrays (``ferlab.data.to_arrays``); each batch is augmented
+as uint8 tensors in a loader worker, normalized with the shared ``ferlab.preprocess.normalize``
+and fed channels-last to the model.  Every epoch writes a CSV row, the curves PNG and a
+resumable ``state.pt``; the best epoch on PublicTest (``valid``) is exported as a safetensors
+checkpoint with its model card.  Training never reads PrivateTest.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.transforms import v2
+
+from .checkpoints import base_card, pick_device, save_checkpoint
+from .data import default_source, fingerprint, load_fer2013, to_arrays
+from .evaluation import predict_arrays
+from .labels import NUM_CLASSES
+from .metrics import classification_metrics
+from .models import create_model
+from .models.vgg import IMAGENET_MEAN, IMAGENET_STD
+from .plots import training_curves
+from .preprocess import augmentation, normalize
+
+
+@dataclass
+class TrainConfig:
+    name: str
+    architecture: str
+    model: dict = field(default_factory=dict)       # architecture config for create_model
+    mean: list | None = None                         # normalization; default 0.5 (ImageNet for 3 channels)
+    std: list | None = None
+    augmentation: str = "basic"
+    batch_size: int = 64
+    epochs: int = 50
+    optimizer: str = "adam"                          # adam | adamw | sgd
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    nesterov: bool = False
+    schedule: str = "plateau"                        # plateau | cosine | onecycle | none
+    plateau_factor: float = 0.1
+    plateau_patience: int = 10
+    min_lr: float = 0.0
+    warmup_epochs: int = 0                           # linear warm-up for cosine
+    label_smoothing: float = 0.0
+    class_weights: str = "none"                      # none | balanced
+    early_stopping: int | None = None                # patience in epochs on the selection metric
+    select_on: str = "loss"                          # loss | accuracy (on valid)
+    mixup: float = 0.0                               # alpha; 0 disables
+    cutmix: float = 0.0
+    ema: float = 0.0                                 # decay of a weight EMA; 0 disables
+    seed: int = 0
+    half: bool = False                               # store the exported weights in float16
+    loader_workers: int = 1
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides) -> "TrainConfig":
+        import yaml
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown config keys {unknown}; known: {sorted(known)}")
+        raw.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**raw)
+
+
+def balanced_class_weights(labels: np.ndarray, num_classes: int = NUM_CLASSES) -> torch.Tensor:
+    """n / (k * count_c), as scikit-learn's ``compute_class_weight('balanced')``."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    return torch.tensor(len(labels) / (num_classes * np.maximum(counts, 1)), dtype=torch.float32)
+
+
+class AugmentedBatches(torch.utils.data.Dataset):
+    """Indexable by a list of indices: returns one augmented uint8 batch and its labels."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform):
+        self.images = torch.from_numpy(images).unsqueeze(1)  # (N, 1, H, W) uint8
+        self.labels = torch.from_numpy(labels)
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, indices):
+        batch = self.images[indices]
+        return torch.stack([self.transform(img) for img in batch]), self.labels[indices]
+
+
+def _worker_init(_):
+    torch.set_num_threads(1)
+
+
+def make_loader(images, labels, cfg: TrainConfig, epoch: int):
+    dataset = AugmentedBatches(images, labels, augmentation(cfg.augmentation, images.shape[-1]))
+    generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    sampler = torch.utils.data.BatchSampler(torch.utils.data.RandomSampler(dataset, generator=generator),
+                                            cfg.batch_size, drop_last=True)
+    return torch.utils.data.DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=cfg.loader_workers,
+                                       worker_init_fn=_worker_init if cfg.loader_workers else None,
+                                       prefetch_factor=4 if cfg.loader_workers else None)
+
+
+def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                               nesterov=cfg.nesterov)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; expected adam, adamw or sgd")
+
+
+def make_scheduler(opt, cfg: TrainConfig, steps_per_epoch: int):
+    """Returns (scheduler, steps_per_batch): per-batch schedulers step every batch, plateau per epoch."""
+    total = cfg.epochs * steps_per_epoch
+    if cfg.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_lr=cfg.min_lr), False
+    if cfg.schedule == "cosine":
+        warm = cfg.warmup_epochs * steps_per_epoch
+
+        def factor(step):
+            if step < warm:
+                return (step + 1) / warm
+            progress = (step - warm) / max(1, total - warm)
+            floor = cfg.min_lr / cfg.lr
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        return torch.optim.lr_scheduler.LambdaLR(opt, factor), True
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total), True
+    if cfg.schedule == "none":
+        return None, False
+    raise ValueError(f"unknown schedule {cfg.schedule!r}; expected plateau, cosine, onecycle or none")
+
+
+def hardware() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} (CUDA)"
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads, {os.cpu_count()} cores"
+
+
+def _export_card(model, cfg, mean, std, extra) -> dict:
+    card = base_card(model, mean, std)
+    card.update({"name": cfg.name, "training_config": asdict(cfg)}, **extra)
+    return card
+
+
+def train(cfg: TrainConfig, source: str | None = None, out_dir: str | Path | None = None,
+          resume: bool = False, command: str | None = None, progress: bool = True) -> Path:
+    """Train ``cfg`` on ``train``, select on ``valid``, export the best epoch to ``out_dir``."""
+    out = Path(out_dir or Path("runs") / cfg.name)
+    out.mkdir(parents=True, exist_ok=True)
+    source = str(source or default_source())
+    device = pick_device()
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+
+    # ---- data: decoded once, kept in memory as uint8
+    model = create_model(cfg.architecture, **cfg.model)
+    size = model.input_size
+    train_x, train_y = to_arrays(load_fer2013("train", source), size)
+    valid_x, valid_y = to_arrays(load_fer2013("valid", source), size)
+    channels = model.in_channels
+    mean = cfg.mean or (list(IMAGENET_MEAN) if channels == 3 else [0.5] * channels)
+    std = cfg.std or (list(IMAGENET_STD) if channels == 3 else [0.5] * channels)
+    card = {"in_channels": channels, "mean": mean, "std": std}
+
+    # ---- model, loss, optimizer, schedule
+    model.to(device)
+    if device.type == "cpu":
+        model.to(memory_format=torch.channels_last)
+    weight = balanced_class_weights(train_y).to(device) if cfg.class_weights == "balanced" else None
+    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+    opt = make_optimizer(model.parameters(), cfg)
+    steps_per_epoch = len(train_y) // cfg.batch_size
+    scheduler, per_batch = make_scheduler(opt, cfg, steps_per_epoch)
+    ema = torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
+    mixers = [m(alpha=a, num_classes=NUM_CLASSES) for m, a in ((v2.MixUp, cfg.mixup), (v2.CutMix, cfg.cutmix)) if a]
+    mix = v2.RandomChoice(mixers) if mixers else None
+
+    # ---- resume
+    state_path, log_path = out / "state.pt", out / "log.csv"
+    start_epoch, history = 0, []
+    best = {"score": math.inf, "epoch": -1}
+    bad_epochs, wall = 0, 0.0
+    if resume and state_path.exists():
+        state = torch.load(state_path, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        torch.set_rng_state(state["rng"])
+        start_epoch, history, best = state["epoch"] + 1, state["history"], state["best"]
+        bad_epochs, wall = state["bad_epochs"], state["wall_seconds"]
+        print(f"resumed {cfg.name} at epoch {start_epoch} (best {best})", flush=True)
+
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.time()
+        model.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        batches = make_loader(train_x, train_y, cfg, epoch)
+        if progress:
+            from tqdm.auto import tqdm
+            batches = tqdm(batches, total=steps_per_epoch, desc=f"{cfg.name} epoch {epoch + 1}/{cfg.epochs}",
+                           leave=False, mininterval=1 if sys.stderr.isatty() else 60)
+        for xb, yb in batches:
+            x = normalize(xb, card).to(device)
+            y = yb.to(device)
+            target = y
+            if mix is not None:
+                x, target = mix(x, y)
+            if device.type == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last)
+            logits = model(x)
+            loss = criterion(logits, target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if per_batch:
+                scheduler.step()
+            if ema is not None:
+                ema.update_parameters(model)
+            loss_sum += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(y)
+
+        # ---- validate on PublicTest
+        evaluated = ema.module if ema is not None else model
+        probs = predict_arrays(evaluated, valid_x, card, device)
+        valid_loss = F.nll_loss(torch.log(torch.from_numpy(probs).clamp_min(1e-12)), torch.from_numpy(valid_y),
+                                weight=weight.cpu() if weight is not None else None).item()
+        valid_acc = float((probs.argmax(1) == valid_y).mean())
+        if scheduler is not None and not per_batch:
+            scheduler.step(valid_loss)
+        wall += time.time() - t0
+        row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+               "valid_loss": valid_loss, "valid_acc": valid_acc, "lr": opt.param_groups[0]["lr"],
+               "seconds": round(time.time() - t0, 1)}
+        history.append(row)
+        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+
+        score = valid_loss if cfg.select_on == "loss" else -valid_acc
+        if score < best["score"]:
+            best = {"score": score, "epoch": epoch + 1, "valid_acc": valid_acc, "valid_loss": valid_loss}
+            bad_epochs = 0
+            save_checkpoint(evaluated, {"architecture": cfg.architecture, "config": evaluated.config}, out / "best")
+        else:
+            bad_epochs += 1
+
+        with open(log_path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            writer.writeheader()
+            writer.writerows(history)
+        training_curves(history, out / "curves.png", title=cfg.name)
+        state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                 "scheduler": scheduler.state_dict() if scheduler is not None else {},
+                 "ema": ema.state_dict() if ema is not None else {}, "rng": torch.get_rng_state(),
+                 "epoch": epoch, "history": history, "best": best, "bad_epochs": bad_epochs, "wall_seconds": wall}
+        torch.save(state, str(state_path) + ".tmp")
+        os.replace(str(state_path) + ".tmp", state_path)
+        if cfg.early_stopping and bad_epochs >= cfg.early_stopping:
+            print(f"early stopping after epoch {epoch + 1}: no improvement for {bad_epochs} epochs", flush=True)
+            break
+
+    return export_best(cfg, out, source, card, train_x, train_y, valid_x, valid_y, history, best, wall, command)
+
+
+def export_best(cfg, out, source, card, train_x, train_y, valid_x, valid_y, history, best, wall, command) -> Path:
+    """Rebuild the best epoch, score it on valid, write weights + card to ``out``."""
+    from safetensors.torch import load_file
+
+    model = create_model(cfg.architecture, **cfg.model)
+    model.load_state_dict(load_file(str(out / "best" / "model.safetensors")))
+    model.eval()
+    probs = predict_arrays(model, valid_x, card, torch.device("cpu"))
+    probs_tta = predict_arrays(model, valid_x, card, torch.device("cpu"), tta=True)
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter:
+        model(model.example_input(1))
+    extra = {
+        "data": {"source": source, "train_fingerprint": fingerprint(train_x, train_y),
+                 "valid_fingerprint": fingerprint(valid_x, valid_y), "train_size": int(len(train_y)),
+                 "valid_size": int(len(valid_y))},
+        "command": command,
+        "training": {"epochs_run": len(history), "best_epoch": best["epoch"], "wall_seconds": round(wall, 1),
+                     "hardware": hardware(), "torch": torch.__version__},
+        "mflops": round(counter.get_total_flops() / 1e6, 2),
+        "metrics": {"valid": classification_metrics(valid_y, probs),
+                    "valid_tta": classification_metrics(valid_y, probs_tta)},
+    }
+    full = _export_card(model, cfg, card["mean"], card["std"], extra)
+    save_checkpoint(model, full, out, half=cfg.half)
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    return out
+
+
+def command_line() -> str:
+    return " ".join(shlex.quote(a) for a in ["python"] + sys.argv)
