@@ -1,0 +1,121 @@
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from ferlab import CheckpointError, list_models, load_model
+from ferlab.checkpoints import base_card, pick_device, save_checkpoint
+from ferlab.models import create_model
+from tests.synthetic import make_arrays
+
+TINY = {"widths": [8, 16, 16, 16], "hidden": 32}
+
+
+def _saved(tmp_path, name="tiny", half=False, **cfg):
+    torch.manual_seed(1)
+    model = create_model("cnn", **(cfg or TINY)).eval()
+    for m in model.modules():  # non-trivial BatchNorm statistics must survive the round trip
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    card = base_card(model, [0.5], [0.5])
+    return model, save_checkpoint(model, card, tmp_path / name, half=half)
+
+
+def test_round_trip_is_exact(tmp_path):
+    model, folder = _saved(tmp_path)
+    loaded = load_model(folder, device="cpu")
+    assert loaded.card["architecture"] == "cnn" and loaded.card["params"] == sum(p.numel() for p in model.parameters())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, loaded.module.state_dict()[k]), k
+    x = torch.randn(4, 1, 48, 48)
+    model.to(memory_format=torch.channels_last)  # load_model uses channels-last on the CPU
+    assert torch.equal(model(x), loaded.module(x))
+    assert not loaded.module.training
+
+
+def test_half_storage_round_trip(tmp_path):
+    model, folder = _saved(tmp_path, half=True)
+    loaded = load_model(folder, device="cpu")
+    assert loaded.card["storage_dtype"] == "float16"
+    x = torch.randn(4, 1, 48, 48)
+    assert torch.allclose(model(x), loaded.module(x), atol=5e-2)
+    assert loaded.module.features.conv1[0].weight.dtype == torch.float32
+
+
+def test_predict_returns_probabilities(tmp_path):
+    _, folder = _saved(tmp_path)
+    images, _ = make_arrays(2)
+    model = load_model(folder)
+    probs = model.predict(list(images))
+    assert probs.shape == (14, 7) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert model.predict(images[0]).shape == (1, 7)
+
+
+def test_list_models_and_names(tmp_path, monkeypatch):
+    _saved(tmp_path, "alpha")
+    _saved(tmp_path, "beta")
+    (tmp_path / "not_a_model").mkdir()
+    monkeypatch.setenv("FERLAB_CHECKPOINTS", str(tmp_path))
+    assert list_models() == ["alpha", "beta"]
+    assert load_model("beta").name == "beta"
+    with pytest.raises(CheckpointError, match="available: alpha, beta"):
+        load_model("gamma")
+
+
+class _Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))  # would create a file if ever unpickled
+
+
+def test_pickled_checkpoints_are_refused_and_not_executed(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"state_dict": _Exploit(str(marker))}))
+    with pytest.raises(CheckpointError, match="never unpickles"):
+        load_model(evil)
+    folder = tmp_path / "evil_folder"
+    folder.mkdir()
+    (folder / "model.pth").write_bytes(evil.read_bytes())
+    (folder / "card.json").write_text(json.dumps({"architecture": "cnn", "config": TINY}))
+    with pytest.raises(CheckpointError, match="pickled checkpoints are refused"):
+        load_model(folder)
+    # a pickle renamed to .safetensors is not unpickled either: it is just corrupt
+    (folder / "model.safetensors").write_bytes(evil.read_bytes())
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_model(folder)
+    assert not marker.exists()
+
+
+def test_corrupt_truncated_and_mismatched(tmp_path):
+    _, folder = _saved(tmp_path)
+    weights = folder / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_model(folder)
+    _, folder = _saved(tmp_path, "mismatch")
+    card = json.loads((folder / "card.json").read_text())
+    card["config"]["widths"] = [16, 16, 16, 16]
+    (folder / "card.json").write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match="do not match the card"):
+        load_model(folder)
+    (folder / "card.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_model(folder)
+
+
+def test_device_choice(monkeypatch):
+    monkeypatch.setenv("FERLAB_DEVICE", "cpu")
+    assert pick_device().type == "cpu"
+    monkeypatch.delenv("FERLAB_DEVICE")
+    expected = "cuda" if torch.cuda.is_available() else None
+    if expected:
+        assert pick_device().type == expected
+    else:
+        assert pick_device().type in ("cpu", "mps")

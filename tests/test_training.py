@@ -1,0 +1,96 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ferlab import load_model
+from ferlab.training import TrainConfig, balanced_class_weights, make_scheduler, train
+from train.evaluate import evaluate
+
+TINY = {"widths": [8, 16, 16, 16], "hidden": 32}
+
+
+def _config(**kw):
+    base = dict(name="tiny", architecture="cnn", model=TINY, augmentation="none", batch_size=16, epochs=6,
+                lr=3e-3, schedule="none", loader_workers=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _log(folder):
+    with open(folder / "log.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_short_run_learns_and_exports(tiny_source, tmp_path):
+    out = train(_config(), source=str(tiny_source), out_dir=tmp_path / "run", command="pytest", progress=False)
+    rows = _log(out)
+    assert len(rows) == 6
+    assert float(rows[-1]["train_loss"]) < 0.7 * float(rows[0]["train_loss"])
+    model = load_model(out)
+    card = model.card
+    assert card["command"] == "pytest" and card["training"]["epochs_run"] == 6
+    assert card["metrics"]["valid"]["accuracy"] > 0.5  # chance is 1/7
+    assert card["mflops"] > 0 and card["data"]["train_size"] == 210
+    assert (out / "curves.png").stat().st_size > 1000
+
+
+def test_resume_continues_where_it_stopped(tiny_source, tmp_path):
+    out = tmp_path / "run"
+    train(_config(epochs=2, schedule="plateau", plateau_patience=1), source=str(tiny_source), out_dir=out,
+          progress=False)
+    first = _log(out)
+    train(_config(epochs=4, schedule="plateau", plateau_patience=1), source=str(tiny_source), out_dir=out,
+          resume=True, progress=False)
+    rows = _log(out)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert rows[:2] == first
+
+
+def test_recipe_features_run(tiny_source, tmp_path):
+    cfg = _config(epochs=2, optimizer="sgd", lr=0.01, weight_decay=1e-3, label_smoothing=0.1,
+                  class_weights="balanced", schedule="cosine", warmup_epochs=1, mixup=0.2, cutmix=0.2, ema=0.9,
+                  augmentation="aggressive", early_stopping=1, select_on="accuracy", half=True)
+    out = train(cfg, source=str(tiny_source), out_dir=tmp_path / "run", progress=False)
+    assert load_model(out).card["storage_dtype"] == "float16"
+
+
+def test_balanced_weights_hand_computed():
+    w = balanced_class_weights(np.array([0, 0, 0, 1]), num_classes=2)
+    assert torch.allclose(w, torch.tensor([4 / (2 * 3), 4 / (2 * 1)]))
+
+
+def test_onecycle_and_cosine_schedules_reach_their_ends():
+    for name in ("cosine", "onecycle"):
+        cfg = _config(schedule=name, epochs=2, min_lr=1e-5)
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+        sched, per_batch = make_scheduler(opt, cfg, steps_per_epoch=5)
+        assert per_batch
+        for _ in range(10):
+            opt.step()
+            sched.step()
+        assert opt.param_groups[0]["lr"] < cfg.lr * 0.1
+
+
+def test_unknown_config_keys_are_refused(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\narchitecture: cnn\nlearning_rate: 0.1\n")
+    with pytest.raises(ValueError, match="unknown config keys"):
+        TrainConfig.from_file(path)
+
+
+def test_literature_configs_parse():
+    from pathlib import Path
+    for path in sorted(Path("train/configs").glob("*.yaml")):
+        cfg = TrainConfig.from_file(path)
+        assert cfg.architecture
+
+
+def test_evaluate_cli_writes_metrics_and_card(tiny_source, tmp_path):
+    out = train(_config(epochs=2), source=str(tiny_source), out_dir=tmp_path / "run", progress=False)
+    m = evaluate(str(out), "test", tta=True, source=str(tiny_source), out=tmp_path / "res", update=True)
+    assert (tmp_path / "res" / "test_tta.json").exists() and (tmp_path / "res" / "test_tta_confusion.png").exists()
+    assert json.loads((out / "card.json").read_text())["metrics"]["test_tta"]["accuracy"] == m["accuracy"]
+    assert sum(map(sum, m["confusion_matrix"])) == 56

@@ -1,0 +1,57 @@
+"""Evaluate a checkpoint:  python train/evaluate.py --checkpoint cnn --split test [--tta]
+
+Writes <out>/<split>[_tta].json (metrics), a confusion-matrix PNG (counts and row-normalized)
+and a classification report; ``--update-card`` stores the metrics in the checkpoint's card.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ferlab.checkpoints import load_model, update_card  # noqa: E402
+from ferlab.data import SPLITS, load_fer2013, to_arrays  # noqa: E402
+from ferlab.evaluation import predict_arrays  # noqa: E402
+from ferlab.metrics import classification_metrics, classification_report  # noqa: E402
+from ferlab.plots import confusion_figure  # noqa: E402
+
+
+def evaluate(checkpoint: str, split: str, tta: bool, source=None, out=None, update=False) -> dict:
+    model = load_model(checkpoint)
+    images, labels = to_arrays(load_fer2013(split, source), model.card["input_size"])
+    probs = predict_arrays(model.module, images, model.card, model.device, tta=tta, progress=True)
+    metrics = classification_metrics(labels, probs)
+    key = f"{split}_tta" if tta else split
+    out = Path(out or Path("results") / model.name)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{key}.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (out / f"{key}_report.txt").write_text(classification_report(metrics))
+    confusion_figure(metrics["confusion_matrix"], out / f"{key}_confusion.png",
+                     title=f"{model.name} on {split}{' (flip TTA)' if tta else ''}: accuracy {metrics['accuracy']:.2%}")
+    if update:
+        card_metrics = dict(model.card.get("metrics", {}))
+        card_metrics[key] = metrics
+        update_card(model.path, metrics=card_metrics)
+    return metrics
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="name in checkpoints/ or a checkpoint folder")
+    parser.add_argument("--split", action="append", choices=SPLITS,
+                        help="split(s) to evaluate (repeatable; default test)")
+    parser.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
+    parser.add_argument("--data", help="data source (default: FERLAB_DATA, the local copy, or the Hub)")
+    parser.add_argument("--out", help="output folder (default results/<checkpoint>)")
+    parser.add_argument("--update-card", action="store_true", help="write the metrics into the model card")
+    args = parser.parse_args(argv)
+    for split in args.split or ["test"]:
+        m = evaluate(args.checkpoint, split, args.tta, args.data, args.out, args.update_card)
+        print(f"{args.checkpoint} {split}{' +TTA' if args.tta else ''}: accuracy {m['accuracy']:.4f} "
+              f"macro-F1 {m['macro_f1']:.4f} (n={m['n']})")
+        print(classification_report(m))
+
+
+if __name__ == "__main__":
+    main()
