@@ -10,8 +10,7 @@ import datetime as _dt
 import json
 import os
 import subprocess
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from .labels import EMOTIONS
 from .models import FERNet, create_model
+from .models.base import model_lock
 from .preprocess import to_batch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -169,7 +169,6 @@ class FERClassifier:
     card: dict
     device: torch.device
     path: Path | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def class_names(self) -> list[str]:
@@ -182,17 +181,19 @@ class FERClassifier:
     def predict(self, images, batch_size: int = 256) -> np.ndarray:
         """Probabilities ``(N, 7)`` for PIL images / arrays / bytes (or a single one)."""
         batch = to_batch(images, self.card)
-        out = [torch.softmax(self.module(batch[i:i + batch_size].to(self.device)).float(), dim=1).cpu()
-               for i in range(0, len(batch), batch_size)]
+        with model_lock(self.module):
+            out = [torch.softmax(self.module(batch[i:i + batch_size].to(self.device)).float(), dim=1).cpu()
+                   for i in range(0, len(batch), batch_size)]
         return torch.cat(out).numpy() if out else np.empty((0, len(self.class_names)), np.float32)
 
     @torch.inference_mode()
     def predict_tensor(self, batch: torch.Tensor, tta: bool = False) -> torch.Tensor:
         """Probabilities for an already normalized batch; ``tta`` averages with the mirror image."""
         batch = batch.to(self.device)
-        probs = torch.softmax(self.module(batch).float(), dim=1)
-        if tta:
-            probs = (probs + torch.softmax(self.module(batch.flip(-1)).float(), dim=1)) / 2
+        with model_lock(self.module):
+            probs = torch.softmax(self.module(batch).float(), dim=1)
+            if tta:
+                probs = (probs + torch.softmax(self.module(batch.flip(-1)).float(), dim=1)) / 2
         return probs.cpu()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .models.base import model_lock
 from .preprocess import normalize
 
 
@@ -15,6 +16,11 @@ def predict_arrays(module: torch.nn.Module, images: np.ndarray, card: dict, devi
     ``tta`` averages the probabilities of each image and its horizontal mirror.
     """
     device = device or next(module.parameters()).device
+    with model_lock(module):
+        return _predict(module, images, card, device, batch_size, tta, progress)
+
+
+def _predict(module, images, card, device, batch_size, tta, progress):
     was_training = module.training
     module.eval()
     out = []

@@ -107,9 +107,10 @@ def center_square(gray: np.ndarray) -> np.ndarray:
     return gray[top:top + side, left:left + side]
 
 
-def to_gray_uint8(image: Any, size: int = 48) -> np.ndarray:
+def to_gray_uint8(image: Any, size: int | None = 48) -> np.ndarray:
     """Any PIL image (any mode, EXIF-rotated), numpy array (uint8/uint16/float/bool; HxW,
-    HxWxC or CxHxW, RGB order), or image bytes -> square ``(size, size)`` uint8 grayscale."""
+    HxWxC or CxHxW, RGB order), or image bytes -> square ``(size, size)`` uint8 grayscale
+    (``size=None``: the centred square at its own resolution)."""
     if isinstance(image, (bytes, bytearray)):
         image = open_image(image)
     if isinstance(image, Image.Image):
@@ -119,7 +120,7 @@ def to_gray_uint8(image: Any, size: int = 48) -> np.ndarray:
     else:
         raise InputError(f"expected a PIL image, a numpy array or image bytes, got {type(image).__name__}")
     gray = center_square(gray)
-    if gray.shape[0] != size:
+    if size is not None and gray.shape[0] != size:
         interp = cv2.INTER_AREA if gray.shape[0] > size else cv2.INTER_LINEAR
         gray = cv2.resize(gray, (size, size), interpolation=interp)
     return np.ascontiguousarray(gray)

@@ -1,0 +1,194 @@
+"""The explanation engine's small core: ``Explanation``, the ``Method`` base class and ``explain``.
+
+Each method is a tiny subclass of :class:`Method` (see ``methods.py``) that turns a normalized
+input batch into a raw attribution; the base class handles inputs, targets, probabilities,
+upsampling and normalization, so every method returns the same kind of ``Explanation``.
+
+Concurrency: attribution libraries put hooks on the model while they run, and a hook on a
+shared module would see other threads' forward passes.  Every forward pass that ferlab makes
+on a model (``predict`` included) therefore holds that model's lock (``model_lock``); calls on
+one shared model from several threads give exactly the serial results.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..labels import EMOTIONS, emotion_index
+from ..models.base import model_lock
+from ..preprocess import to_batch, to_gray_uint8
+
+COLORMAPS = {"jet": cv2.COLORMAP_JET, "turbo": cv2.COLORMAP_TURBO, "inferno": cv2.COLORMAP_INFERNO,
+             "viridis": cv2.COLORMAP_VIRIDIS, "magma": cv2.COLORMAP_MAGMA, "hot": cv2.COLORMAP_HOT,
+             "plasma": cv2.COLORMAP_PLASMA}
+
+class ExplainError(ValueError):
+    """A request the chosen model or method cannot serve; the message is for the user."""
+
+
+def overlay_heatmap(image: Any, heatmap: np.ndarray, alpha: float = 0.5, colormap: str = "jet",
+                    size: int | None = None) -> np.ndarray:
+    """Blend a [0, 1] heatmap over an image; returns RGB uint8.
+
+    ``image``: an RGB uint8 array framed like the model input (e.g. a face crop) is used as
+    is; anything else goes through ``to_gray_uint8`` (centred square).  ``size``: output side.
+    """
+    if colormap not in COLORMAPS:
+        raise ExplainError(f"unknown colormap {colormap!r}; choose one of {', '.join(COLORMAPS)}")
+    if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[-1] == 3:
+        base = image
+    else:
+        base = cv2.cvtColor(to_gray_uint8(image, size=None), cv2.COLOR_GRAY2RGB)
+    if size is not None and base.shape[:2] != (size, size):
+        base = cv2.resize(base, (size, size), interpolation=cv2.INTER_CUBIC)
+    h, w = base.shape[:2]
+    heat = cv2.resize(np.clip(heatmap, 0, 1).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    colored = cv2.cvtColor(cv2.applyColorMap(np.uint8(np.clip(heat, 0, 1) * 255), COLORMAPS[colormap]),
+                           cv2.COLOR_BGR2RGB)
+    alpha = float(np.clip(alpha, 0.0, 1.0))
+    return np.uint8(np.clip(base.astype(np.float32) * (1 - alpha) + colored.astype(np.float32) * alpha, 0, 255))
+
+
+@dataclass
+class Explanation:
+    """One explanation of one image.
+
+    ``heatmap``: float32 at the model's input resolution, in [0, 1] (1 = most relevant).
+    ``raw``: the unnormalized attribution at its native resolution (layer or input).
+    """
+
+    heatmap: np.ndarray
+    raw: np.ndarray
+    method: str
+    layer: str | None
+    target: int
+    probabilities: np.ndarray
+    image: np.ndarray                      # the model's grayscale input (uint8), for overlays
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def target_name(self) -> str:
+        return EMOTIONS[self.target]
+
+    @property
+    def predicted(self) -> int:
+        return int(np.argmax(self.probabilities))
+
+    def overlay(self, image: Any = None, alpha: float = 0.5, colormap: str = "jet",
+                size: int | None = None) -> np.ndarray:
+        """RGB uint8 overlay on ``image`` (default: the model's grayscale input)."""
+        return overlay_heatmap(self.image if image is None else image, self.heatmap, alpha, colormap, size)
+
+
+def normalize_heatmap(attr: np.ndarray) -> np.ndarray:
+    """Scale a non-negative map to [0, 1] by its maximum (all-zero stays zero)."""
+    attr = np.nan_to_num(np.asarray(attr, dtype=np.float32))
+    top = float(attr.max()) if attr.size else 0.0
+    return attr / top if top > 0 else np.zeros_like(attr)
+
+
+def resolve_target(target, logits: torch.Tensor) -> torch.Tensor:
+    """Per-image target indices: predicted class when ``target`` is None."""
+    n = logits.shape[0]
+    if target is None:
+        return logits.argmax(dim=1)
+    if isinstance(target, (list, tuple, np.ndarray, torch.Tensor)):
+        idx = [emotion_index(t) for t in (target.tolist() if hasattr(target, "tolist") else target)]
+        if len(idx) != n:
+            raise ExplainError(f"{len(idx)} targets for {n} images")
+        return torch.tensor(idx, dtype=torch.long)
+    try:
+        return torch.full((n,), emotion_index(target), dtype=torch.long)
+    except ValueError as exc:
+        raise ExplainError(str(exc)) from exc
+
+
+def disable_inplace(module: nn.Module) -> None:
+    """Turn in-place activations off: hooks and guided backprop need the original tensors.
+    Outputs are identical; it only costs a little memory."""
+    for m in module.modules():
+        if getattr(m, "inplace", False) is True:
+            m.inplace = False
+
+
+class Method:
+    """Base of every explanation method.  A subclass sets ``name`` and implements ``attribute``."""
+
+    name: ClassVar[str] = ""
+    needs_layer: ClassVar[bool] = True      # uses a conv layer (else: input-space attribution)
+    signed: ClassVar[bool] = False          # raw attributions carry sign (pixel methods)
+    description: ClassVar[str] = ""
+
+    def attribute(self, module: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: nn.Module | None,
+                  model) -> torch.Tensor:
+        """Raw attribution: ``(N, 1 or C, h, w)`` tensor (layer- or input-resolution)."""
+        raise NotImplementedError
+
+    def check(self, model, layer_name: str | None) -> None:
+        """Raise ExplainError where this method cannot explain this model."""
+
+    def to_heatmap(self, raw: torch.Tensor, size: int) -> np.ndarray:
+        """(N, C, h, w) raw -> (N, size, size) heatmaps in [0, 1]."""
+        r = raw.detach().float()
+        r = r.abs().sum(1, keepdim=True) if self.signed else F.relu(r.sum(1, keepdim=True))
+        if r.shape[-1] != size or r.shape[-2] != size:
+            r = F.interpolate(r, size=(size, size), mode="bilinear", align_corners=False)
+        return np.stack([normalize_heatmap(m) for m in r[:, 0].clamp_min(0).cpu().numpy()])
+
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    METHODS[cls.name] = cls
+    return cls
+
+
+def _as_list(image) -> tuple[list, bool]:
+    if isinstance(image, (list, tuple)):
+        return list(image), True
+    if isinstance(image, np.ndarray) and image.ndim == 4:
+        return list(image), True
+    return [image], False
+
+
+def explain(model, image, method: str = "gradcam", layer: str | None = None, target=None, **options):
+    """Explain ``model``'s decision on ``image`` (or a list of images: returns a list).
+
+    ``model``: a ``FERClassifier`` from ``load_model``.  ``layer``: one of the model's
+    explainable layers (default: its default layer).  ``target``: class index or name
+    (default: the predicted class).  ``options`` go to the method (e.g. ``n_steps``).
+    """
+    images, batched = _as_list(image)
+    if method not in METHODS:
+        raise ExplainError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    impl = METHODS[method](**options)
+    module, card = model.module, model.card
+    layer_name = (layer or module.default_layer) if impl.needs_layer else None
+    if layer_name is not None and layer_name not in module.explainable_layers:
+        raise ExplainError(f"{model.name}: no explainable layer {layer_name!r}; "
+                           f"choose one of {', '.join(module.explainable_layers)}")
+    impl.check(model, layer_name)
+    size = int(card.get("input_size", 48))
+    grays = [to_gray_uint8(im, size) for im in images]
+    x = to_batch(np.stack(grays), card).to(model.device)
+    with model_lock(module):
+        disable_inplace(module)
+        with torch.no_grad():
+            probs = torch.softmax(module(x).float(), dim=1)
+        targets = resolve_target(target, probs).to(model.device)
+        layer_module = module.get_layer(layer_name) if layer_name else None
+        raw = impl.attribute(module, x, targets, layer_module, model)
+    heatmaps = impl.to_heatmap(raw, size)
+    raw_np = raw.detach().float().cpu().numpy()
+    out = [Explanation(heatmap=heatmaps[i].astype(np.float32), raw=raw_np[i], method=method, layer=layer_name,
+                       target=int(targets[i]), probabilities=probs[i].cpu().numpy(), image=grays[i],
+                       extra=impl.extra_for(i) if hasattr(impl, "extra_for") else {})
+           for i in range(len(grays))]
+    return out if batched else out[0]
