@@ -153,8 +153,9 @@ def load_weights(folder: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{weights} is corrupt or truncated ({exc}); re-download or re-export it") from exc
 
 
-def list_models() -> list[str]:
-    root = checkpoints_dir()
+def list_models(folder: str | Path | None = None) -> list[str]:
+    """Names of the checkpoints in ``folder`` (default ``checkpoints/`` or ``FERLAB_CHECKPOINTS``)."""
+    root = Path(folder) if folder is not None else checkpoints_dir()
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if (p / CARD_FILE).is_file() and (p / WEIGHTS_FILE).is_file())

@@ -78,7 +78,7 @@ def top_channels(acts: torch.Tensor, k: int) -> dict:
     means = acts.mean(dim=(1, 2))
     idx = torch.argsort(means, descending=True)[:k]
     maps = acts[idx].cpu().numpy()
-    return {"channels": idx.tolist(), "channel_means": means[idx].tolist(),
+    return {"channels": idx.tolist(), "channel_means": means[idx].tolist(), "num_channels": int(acts.shape[0]),
             "maps": np.stack([normalize_heatmap(np.maximum(m - m.min(), 0)) for m in maps]) if len(maps) else maps}
 
 

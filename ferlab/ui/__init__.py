@@ -1,0 +1,35 @@
+"""The Gradio lab.  ``build_app()`` returns the ``gr.Blocks``; ``app.py`` launches it."""
+from __future__ import annotations
+
+import functools
+
+import gradio as gr
+
+from . import classify, compare_tab, explain_tab, layers_tab, models_tab
+from .common import ModelRegistry
+
+INTRO = """# ferlab — what does the emotion model look at?
+Classify faces with CNNs trained on FER2013 and see the evidence behind each prediction.
+**Read the heatmaps as evidence inside this model, not as where an emotion "is" in a face**:
+every method makes assumptions, so the Explain tab reports how faithful a map is and whether it
+survives randomizing the model's weights."""
+
+
+def build_app(registry: ModelRegistry | None = None) -> gr.Blocks:
+    registry = registry or ModelRegistry()
+    models = registry.names()
+    with gr.Blocks(title="ferlab") as demo:
+        gr.Markdown(INTRO)
+        if not models:
+            gr.Markdown(f"⚠️ {registry.missing_message()}")
+        classify.build(registry, models)
+        explain_tab.build(registry, models)
+        layers_tab.build(registry, models)
+        compare_tab.build(registry, models)
+        pick, outputs = models_tab.build(registry, models)
+        if models:
+            demo.load(functools.partial(models_tab.model_details, registry), pick, outputs)
+    return demo
+
+
+__all__ = ["ModelRegistry", "build_app"]

@@ -1,0 +1,63 @@
+"""Compare tab: two to four models side by side on the same face."""
+from __future__ import annotations
+
+import functools
+from itertools import combinations
+
+import gradio as gr
+import numpy as np
+
+from ..explain import explain, region_words
+from ..labels import EMOTIONS
+from .common import ModelRegistry, card_metric, enlarge, fmt_pct, gpu, largest_face, user_errors
+
+
+@user_errors
+def compare_models(registry: ModelRegistry, image, model_names: list[str], alpha: float = 0.5):
+    """-> (gallery of Grad-CAM overlays captioned with the prediction, markdown table and agreement)."""
+    names = list(dict.fromkeys(model_names or []))
+    if not 2 <= len(names) <= 4:
+        raise gr.Error("Choose two to four models to compare.")
+    _, face, _, found = largest_face(image)
+    big = enlarge(face, 200)
+    rows, items, maps, predictions = [], [], {}, []
+    for name in names:
+        model = registry.get(name)
+        e = explain(model, face, "gradcam")
+        k = e.predicted
+        predictions.append(k)
+        maps[name] = e.heatmap
+        items.append((e.overlay(big, alpha), f"{name}: {EMOTIONS[k]} {e.probabilities[k]:.0%}"))
+        top3 = ", ".join(f"{EMOTIONS[i]} {e.probabilities[i]:.0%}" for i in np.argsort(-e.probabilities)[:3])
+        rows.append(f"| {name} | **{EMOTIONS[k]}** | {top3} | {region_words(e.heatmap)} | `{e.layer}` | "
+                    f"{fmt_pct(card_metric(model.card, 'test'))} | {fmt_pct(card_metric(model.card, 'test', 'macro_f1'))} |")
+    votes = np.bincount(predictions, minlength=len(EMOTIONS))
+    top = int(votes.argmax())
+    agreement = (f"**All {len(names)} models agree: {EMOTIONS[top]}.**" if votes[top] == len(names) else
+                 f"**{votes[top]} of {len(names)} models say {EMOTIONS[top]}**; the others say "
+                 + ", ".join(EMOTIONS[p] for p in predictions if p != top) + ".")
+    corr = [f"{a} vs {b}: {np.corrcoef(maps[a].ravel(), maps[b].ravel())[0, 1]:.2f}"
+            for a, b in combinations(names, 2) if maps[a].std() > 0 and maps[b].std() > 0]
+    table = ["| model | prediction | top 3 | looked mostly at | Grad-CAM layer | test accuracy | test macro-F1 |",
+             "|---|---|---|---|---|---|---|", *rows]
+    text = "\n".join(table) + "\n\n" + agreement
+    if corr:
+        text += "\n\nHeatmap agreement (Pearson correlation of the Grad-CAM maps): " + "; ".join(corr) + "."
+    if not found:
+        text += "\n\nNo face was found; the centre square was used."
+    text += ("\n\n*Test metrics come from each model's card (FER2013 PrivateTest).*")
+    return items, text
+
+
+def build(registry: ModelRegistry, models: list[str]):
+    with gr.Tab("Compare"):
+        with gr.Row():
+            image = gr.Image(sources=["upload", "webcam", "clipboard"], type="numpy", label="image")
+            with gr.Column():
+                chosen = gr.CheckboxGroup(models, value=models[:min(3, len(models))], label="models (2-4)")
+                alpha = gr.Slider(0, 1, value=0.5, step=0.05, label="overlay opacity")
+                button = gr.Button("Compare", variant="primary")
+        gallery = gr.Gallery(label="Grad-CAM at each model's default layer", columns=4, height="auto")
+        table = gr.Markdown()
+        button.click(gpu(functools.partial(compare_models, registry)), [image, chosen, alpha], [gallery, table],
+                     api_name="compare")

@@ -1,0 +1,110 @@
+"""Explain tab: any method, any layer, any target class; faithfulness and the sanity check."""
+from __future__ import annotations
+
+import functools
+
+import gradio as gr
+
+from ..explain import METHODS, explain, faithfulness, sanity_check
+from ..labels import EMOTIONS
+from .common import COLORMAP_NAMES, ModelRegistry, colorize, enlarge, gpu, largest_face, probs_dict, user_errors
+
+PREDICTED = "predicted class"
+
+METHOD_NOTES = {
+    "gradcam": "Where the chosen layer's features support the target class. Coarse: its resolution is the layer's.",
+    "cam": "Only for models whose head is global pooling + one linear layer; equals Grad-CAM up to scale there.",
+    "activations": "What the layer responds to, whatever the class: not an explanation of the decision.",
+    "guided_gradcam": "Sharp pixel detail times Grad-CAM. Guided backpropagation is known to partly ignore the "
+                      "model (Adebayo et al. 2018): run the sanity check.",
+    "integrated_gradients": "Pixel attribution from a black image to this one (positive evidence only).",
+    "occlusion": "How much hiding each patch lowers the target probability. Slow but model-agnostic.",
+    "saliency": "Absolute gradient of the target score per pixel: noisy, local sensitivity.",
+    "eigencam": "Class-agnostic: the same map for every target class.",
+}
+
+
+def layer_choices(registry: ModelRegistry, model_name: str):
+    """Dropdown update with the chosen model's explainable layers (deepest = default)."""
+    if not model_name:
+        return gr.update(choices=[], value=None)
+    module = registry.get(model_name).module
+    return gr.update(choices=list(module.explainable_layers), value=module.default_layer)
+
+
+def _target(target: str | None):
+    return None if target in (None, "", PREDICTED) else target
+
+
+@user_errors
+def explain_image(registry: ModelRegistry, image, model_name: str, method: str, layer: str | None,
+                  target: str | None, alpha: float = 0.5, colormap: str = "jet"):
+    """-> (face, heatmap, overlay, probabilities, markdown with target, faithfulness and notes)."""
+    _, face, _, found = largest_face(image)
+    model = registry.get(model_name)
+    if layer and layer not in model.module.explainable_layers:
+        layer = None  # a stale dropdown value from another model
+    e = explain(model, face, method, layer=layer or None, target=_target(target))
+    f = faithfulness(model, face, e)
+    text = [f"**{method}** for **{e.target_name}** (model says {EMOTIONS[e.predicted]}, "
+            f"{e.probabilities[e.predicted]:.0%})" + (f" at layer `{e.layer}`" if e.layer else "") + ".",
+            f"Deletion AUC **{f.deletion_auc:.3f}** (random pixels {f.random_deletion_auc:.3f}; lower is better) · "
+            f"insertion AUC **{f.insertion_auc:.3f}** (random {f.random_insertion_auc:.3f}; higher is better): "
+            f"{f.verdict}."]
+    if e.heatmap.max() == 0:
+        text.append("The map is empty: at this layer nothing speaks *for* this class (Grad-CAM keeps positive "
+                    "evidence only). Try a shallower layer or another target.")
+    if METHOD_NOTES.get(method):
+        text.append(f"*{METHOD_NOTES[method]}*")
+    if not found:
+        text.append("No face was found; the centre square was explained.")
+    return (enlarge(face), colorize(e.heatmap, colormap), e.overlay(enlarge(face), alpha, colormap),
+            probs_dict(e.probabilities), "\n\n".join(text))
+
+
+@user_errors
+def run_sanity_check(registry: ModelRegistry, image, model_name: str, method: str, layer: str | None,
+                     target: str | None, progress=gr.Progress()):
+    """-> (figure of heatmaps as weights are randomized, verdict)."""
+    progress(0, desc="randomizing weights layer by layer")
+    _, face, _, _ = largest_face(image)
+    model = registry.get(model_name)
+    if layer and layer not in model.module.explainable_layers:
+        layer = None
+    result = sanity_check(model, face, method, layer=layer or None, target=_target(target))
+    return result.figure(), ("✅ " if result.passed else "⚠️ ") + result.message
+
+
+def build(registry: ModelRegistry, models: list[str]):
+    default = registry.default()
+    with gr.Tab("Explain"):
+        gr.Markdown("Pick a method, a layer and a target class. Heatmaps are evidence *for the target class* "
+                    "according to the method — check them with the faithfulness numbers and the sanity check.")
+        with gr.Row():
+            image = gr.Image(sources=["upload", "webcam", "clipboard"], type="numpy", label="image")
+            with gr.Column():
+                model = gr.Dropdown(models, value=default, label="model")
+                method = gr.Dropdown(list(METHODS), value="gradcam", label="method")
+                first = registry.get(default).module if default else None
+                layer = gr.Dropdown(list(first.explainable_layers) if first else [],
+                                    value=first.default_layer if first else None, label="layer")
+                target = gr.Dropdown([PREDICTED] + list(EMOTIONS), value=PREDICTED, label="target class")
+                alpha = gr.Slider(0, 1, value=0.5, step=0.05, label="overlay opacity")
+                colormap = gr.Dropdown(COLORMAP_NAMES, value="jet", label="colormap")
+        button = gr.Button("Explain", variant="primary")
+        with gr.Row():
+            face = gr.Image(label="model input (face)")
+            heat = gr.Image(label="heatmap")
+            over = gr.Image(label="overlay")
+        with gr.Row():
+            bars = gr.Label(num_top_classes=7, label="probabilities")
+            notes = gr.Markdown()
+        sanity = gr.Button("Run the sanity check (randomize the weights)")
+        sanity_plot = gr.Plot(label="model-randomization sanity check")
+        sanity_text = gr.Markdown()
+        model.change(functools.partial(layer_choices, registry), model, layer)
+        inputs = [image, model, method, layer, target, alpha, colormap]
+        button.click(gpu(functools.partial(explain_image, registry)), inputs, [face, heat, over, bars, notes],
+                     api_name="explain")
+        sanity.click(gpu(functools.partial(run_sanity_check, registry)), inputs[:5], [sanity_plot, sanity_text],
+                     api_name="sanity_check", concurrency_limit=1)

@@ -1,0 +1,62 @@
+"""Layers tab: Grad-CAM (and CAM where it applies) at every layer, shallow to deep, plus the
+top-k activation maps of one layer."""
+from __future__ import annotations
+
+import functools
+
+import gradio as gr
+
+from ..explain import ExplainError, explain, explain_layers
+from ..labels import EMOTIONS
+from .common import ModelRegistry, colorize, enlarge, gpu, largest_face, user_errors
+from .explain_tab import PREDICTED, _target, layer_choices
+
+
+@user_errors
+def layer_grid(registry: ModelRegistry, image, model_name: str, target: str | None, act_layer: str | None,
+               alpha: float = 0.5, top_k: int = 8):
+    """-> (Grad-CAM gallery, CAM gallery, activation gallery, caption markdown)."""
+    _, face, _, _ = largest_face(image)
+    model = registry.get(model_name)
+    big = enlarge(face, 160)
+    grads = explain_layers(model, face, "gradcam", target=_target(target))
+    grad_items = [(g.overlay(big, alpha), f"{i + 1}. {g.layer}" + ("" if g.heatmap.max() > 0 else " (empty)"))
+                  for i, g in enumerate(grads)]
+    try:
+        cam = explain(model, face, "cam", target=grads[0].target)
+        cam_items = [(cam.overlay(big, alpha), f"CAM at {cam.layer}")]
+        cam_note = "CAM exists only at the last feature map (global pooling + one linear layer)."
+    except ExplainError as exc:
+        cam_items, cam_note = [], f"CAM: {exc}"
+    layer = act_layer if act_layer in model.module.explainable_layers else model.module.default_layer
+    acts = explain(model, face, "activations", layer=layer, top_k=top_k)
+    act_items = [(colorize(m, "viridis", 120), f"channel {c}") for m, c in
+                 zip(acts.extra["maps"], acts.extra["channels"])]
+    h, w = acts.raw.shape[-2:]
+    caption = (f"**Grad-CAM rows**, shallow (left) to deep (right), for class **{EMOTIONS[grads[0].target]}**: "
+               "shallow layers see edges and textures at fine resolution; deep layers see parts of the face at "
+               f"coarse resolution. {cam_note}\n\n**Activations**: the {top_k} most active channels of `{layer}` "
+               f"({acts.extra['num_channels']} channels, {h}x{w}), whatever the class.")
+    return grad_items, cam_items, act_items, caption
+
+
+def build(registry: ModelRegistry, models: list[str]):
+    default = registry.default()
+    with gr.Tab("Layers"):
+        with gr.Row():
+            image = gr.Image(sources=["upload", "webcam", "clipboard"], type="numpy", label="image")
+            with gr.Column():
+                model = gr.Dropdown(models, value=default, label="model")
+                target = gr.Dropdown([PREDICTED] + list(EMOTIONS), value=PREDICTED, label="target class")
+                first = registry.get(default).module if default else None
+                act_layer = gr.Dropdown(list(first.explainable_layers) if first else [],
+                                        value=first.default_layer if first else None, label="activations of layer")
+                alpha = gr.Slider(0, 1, value=0.5, step=0.05, label="overlay opacity")
+                button = gr.Button("Show every layer", variant="primary")
+        caption = gr.Markdown()
+        grad_gallery = gr.Gallery(label="Grad-CAM at every layer (shallow → deep)", columns=8, height="auto")
+        cam_gallery = gr.Gallery(label="CAM", columns=8, height="auto")
+        act_gallery = gr.Gallery(label="top activation maps", columns=8, height="auto")
+        model.change(functools.partial(layer_choices, registry), model, act_layer)
+        button.click(gpu(functools.partial(layer_grid, registry)), [image, model, target, act_layer, alpha],
+                     [grad_gallery, cam_gallery, act_gallery, caption], api_name="layers")
