@@ -42,8 +42,10 @@ def describe(probs: np.ndarray, explanation, found: bool, n_faces: int) -> str:
     """One plain sentence for a non-technical audience."""
     k = int(np.argmax(probs))
     text = f"Looks **{EMOTIONS[k]}** ({probs[k]:.0%})."
-    if explanation is not None:
+    if explanation is not None and explanation.heatmap.max() > 0:
         text += f" The model looked mostly at {region_words(explanation.heatmap)}."
+    elif explanation is not None:
+        text += " Grad-CAM found no positive evidence for it at the model's last feature layer."
     if not found:
         text += " No face was found, so the centre of the picture was classified."
     elif n_faces > 1:

@@ -52,12 +52,12 @@ def compare_models(registry: ModelRegistry, image, model_names: list[str], alpha
 def build(registry: ModelRegistry, models: list[str]):
     with gr.Tab("Compare"):
         with gr.Row():
-            image = gr.Image(sources=["upload", "webcam", "clipboard"], type="numpy", label="image")
+            image = gr.Image(sources=["upload", "webcam", "clipboard"], type="numpy", label="image", elem_id="compare-input")
             with gr.Column():
                 chosen = gr.CheckboxGroup(models, value=models[:min(3, len(models))], label="models (2-4)")
                 alpha = gr.Slider(0, 1, value=0.5, step=0.05, label="overlay opacity")
-                button = gr.Button("Compare", variant="primary")
-        gallery = gr.Gallery(label="Grad-CAM at each model's default layer", columns=4, height="auto")
-        table = gr.Markdown()
+                button = gr.Button("Compare", variant="primary", elem_id="compare-button")
+        gallery = gr.Gallery(label="Grad-CAM at each model's default layer", columns=4, height=300)
+        table = gr.Markdown(elem_id="compare-table")
         button.click(gpu(functools.partial(compare_models, registry)), [image, chosen, alpha], [gallery, table],
                      api_name="compare")

@@ -81,7 +81,7 @@ def build(registry: ModelRegistry, models: list[str]):
         gr.Markdown("Pick a method, a layer and a target class. Heatmaps are evidence *for the target class* "
                     "according to the method — check them with the faithfulness numbers and the sanity check.")
         with gr.Row():
-            image = gr.Image(sources=["upload", "webcam", "clipboard"], type="numpy", label="image")
+            image = gr.Image(sources=["upload", "webcam", "clipboard"], type="numpy", label="image", elem_id="explain-input")
             with gr.Column():
                 model = gr.Dropdown(models, value=default, label="model")
                 method = gr.Dropdown(list(METHODS), value="gradcam", label="method")
@@ -91,14 +91,14 @@ def build(registry: ModelRegistry, models: list[str]):
                 target = gr.Dropdown([PREDICTED] + list(EMOTIONS), value=PREDICTED, label="target class")
                 alpha = gr.Slider(0, 1, value=0.5, step=0.05, label="overlay opacity")
                 colormap = gr.Dropdown(COLORMAP_NAMES, value="jet", label="colormap")
-        button = gr.Button("Explain", variant="primary")
+        button = gr.Button("Explain", variant="primary", elem_id="explain-button")
         with gr.Row():
             face = gr.Image(label="model input (face)")
             heat = gr.Image(label="heatmap")
-            over = gr.Image(label="overlay")
+            over = gr.Image(label="overlay", elem_id="explain-overlay")
         with gr.Row():
             bars = gr.Label(num_top_classes=7, label="probabilities")
-            notes = gr.Markdown()
+            notes = gr.Markdown(elem_id="explain-notes")
         sanity = gr.Button("Run the sanity check (randomize the weights)")
         sanity_plot = gr.Plot(label="model-randomization sanity check")
         sanity_text = gr.Markdown()

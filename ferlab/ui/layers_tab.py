@@ -44,7 +44,7 @@ def build(registry: ModelRegistry, models: list[str]):
     default = registry.default()
     with gr.Tab("Layers"):
         with gr.Row():
-            image = gr.Image(sources=["upload", "webcam", "clipboard"], type="numpy", label="image")
+            image = gr.Image(sources=["upload", "webcam", "clipboard"], type="numpy", label="image", elem_id="layers-input")
             with gr.Column():
                 model = gr.Dropdown(models, value=default, label="model")
                 target = gr.Dropdown([PREDICTED] + list(EMOTIONS), value=PREDICTED, label="target class")
@@ -52,11 +52,11 @@ def build(registry: ModelRegistry, models: list[str]):
                 act_layer = gr.Dropdown(list(first.explainable_layers) if first else [],
                                         value=first.default_layer if first else None, label="activations of layer")
                 alpha = gr.Slider(0, 1, value=0.5, step=0.05, label="overlay opacity")
-                button = gr.Button("Show every layer", variant="primary")
-        caption = gr.Markdown()
-        grad_gallery = gr.Gallery(label="Grad-CAM at every layer (shallow → deep)", columns=8, height="auto")
-        cam_gallery = gr.Gallery(label="CAM", columns=8, height="auto")
-        act_gallery = gr.Gallery(label="top activation maps", columns=8, height="auto")
+                button = gr.Button("Show every layer", variant="primary", elem_id="layers-button")
+        caption = gr.Markdown(elem_id="layers-caption")
+        grad_gallery = gr.Gallery(label="Grad-CAM at every layer (shallow → deep)", columns=8, height=240, elem_id="layers-gallery")
+        cam_gallery = gr.Gallery(label="CAM", columns=8, height=240)
+        act_gallery = gr.Gallery(label="top activation maps", columns=8, height=240)
         model.change(functools.partial(layer_choices, registry), model, act_layer)
         button.click(gpu(functools.partial(layer_grid, registry)), [image, model, target, act_layer, alpha],
                      [grad_gallery, cam_gallery, act_gallery, caption], api_name="layers")

@@ -62,7 +62,7 @@ def model_details(registry: ModelRegistry, name: str):
 
 def build(registry: ModelRegistry, models: list[str]):
     with gr.Tab("Models"):
-        gr.Markdown(overview(registry))
+        gr.Markdown(overview(registry), elem_id="models-overview")
         pick = gr.Dropdown(models, value=registry.default(), label="model card")
         card = gr.Markdown()
         with gr.Row():
