@@ -1,18 +1,25 @@
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from ferlab.data import LOCAL_COPY
+from ferlab import load_model
+from ferlab.training import TrainConfig, train
 from tests.synthetic import write_parquet_source
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    # every test gets the shared array cache of this session, never the user's
-    monkeypatch.setenv("FERLAB_CACHE", str(tmp_path_factory.getbasetemp() / "ferlab-cache"))
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path_factory.getbasetemp() / "hf-datasets"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+# The whole session writes its caches to a temporary folder, never the user's, and never
+# reaches for the network.
+_SESSION_TMP = tempfile.mkdtemp(prefix="ferlab-tests-")
+atexit.register(shutil.rmtree, _SESSION_TMP, ignore_errors=True)
+os.environ["FERLAB_CACHE"] = os.path.join(_SESSION_TMP, "ferlab-cache")
+os.environ["HF_DATASETS_CACHE"] = os.path.join(_SESSION_TMP, "hf-datasets")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
 @pytest.fixture(scope="session")
@@ -28,3 +35,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "realdata" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def trained_marks(tmp_path_factory):
+    """A small cnn trained on generated faces whose class is a bright mark at a known place."""
+    src = write_parquet_source(tmp_path_factory.mktemp("marks"), (40, 6, 6), seed=3)
+    cfg = TrainConfig(name="marks", architecture="cnn", model={"widths": [8, 16, 32, 32], "hidden": 32},
+                      augmentation="none", batch_size=16, epochs=8, lr=3e-3, schedule="none", loader_workers=0)
+    return load_model(train(cfg, source=str(src), out_dir=tmp_path_factory.mktemp("run"), progress=False))

@@ -35,8 +35,13 @@ def make_arrays(n_per_class: int, seed: int = 0, counts=None):
     return np.stack([face(int(y), rng) for y in labels]), labels
 
 
-def write_parquet_source(root: Path, n_per_class=(12, 4, 4), seed=0, with_votes=True) -> Path:
-    """train/valid/test.parquet with HF features (image, ClassLabel label, ferplus_votes)."""
+def write_parquet_source(root: Path, n_per_class=(12, 4, 4), seed=0, with_votes=True, flip=None) -> Path:
+    """train/valid/test.parquet with HF features (image, ClassLabel label, ferplus_votes).
+
+    ``flip``: {split: fraction} of rows whose label is changed to another class; their FER+
+    votes keep the true class, as a re-annotation would.  The flipped rows are in
+    ``root/flipped_<split>.npy``."""
+    flip = flip or {}
     import datasets
     root.mkdir(parents=True, exist_ok=True)
     features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list(EMOTIONS)),
@@ -44,6 +49,10 @@ def write_parquet_source(root: Path, n_per_class=(12, 4, 4), seed=0, with_votes=
     for i, (split, n) in enumerate(zip(("train", "valid", "test"), n_per_class)):
         images, labels = make_arrays(n, seed + i)
         votes = [_votes_for(int(y)) for y in labels]
+        rng = np.random.default_rng(seed + 100 + i)
+        flipped = rng.random(len(labels)) < flip.get(split, 0.0)
+        labels = np.where(flipped, (labels + rng.integers(1, len(EMOTIONS), len(labels))) % len(EMOTIONS), labels)
+        np.save(root / f"flipped_{split}.npy", flipped)
         ds = datasets.Dataset.from_dict({"image": [Image.fromarray(a) for a in images], "label": labels.tolist(),
                                          "ferplus_votes": votes}, features=features)
         if not with_votes:

@@ -8,8 +8,6 @@ from ferlab.explain import (METHODS, ExplainError, explain, explain_layers, fait
                             region_shares, region_words, sanity_check)
 from ferlab.explain.core import Method, register_method
 from ferlab.models import create_model
-from ferlab.training import TrainConfig, train
-from ferlab import load_model
 from tests.explain_models import quadrant_model, wrap
 from tests.synthetic import MARKS, face
 
@@ -169,16 +167,6 @@ def test_faithfulness_prefers_the_true_region():
     first = abs(f.deletion[4] - f.deletion[0])
     assert first > 0
     assert abs(f.deletion_auc - f.deletion[0]) > abs(f.random_deletion_auc - f.deletion[0])
-
-
-@pytest.fixture(scope="module")
-def trained_marks(tmp_path_factory):
-    """A small cnn trained on generated faces whose class is a bright mark at a known place."""
-    from tests.synthetic import write_parquet_source
-    src = write_parquet_source(tmp_path_factory.mktemp("marks"), (40, 6, 6), seed=3)
-    cfg = TrainConfig(name="marks", architecture="cnn", model={"widths": [8, 16, 32, 32], "hidden": 32},
-                      augmentation="none", batch_size=16, epochs=8, lr=3e-3, schedule="none", loader_workers=0)
-    return load_model(train(cfg, source=str(src), out_dir=tmp_path_factory.mktemp("run"), progress=False))
 
 
 @pytest.fixture

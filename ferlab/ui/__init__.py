@@ -5,7 +5,7 @@ import functools
 
 import gradio as gr
 
-from . import classify, compare_tab, explain_tab, layers_tab, models_tab
+from . import browser_tab, classify, compare_tab, explain_tab, layers_tab, models_tab
 from .common import ModelRegistry
 
 INTRO = """# ferlab — what does the emotion model look at?
@@ -26,6 +26,7 @@ def build_app(registry: ModelRegistry | None = None) -> gr.Blocks:
         explain_tab.build(registry, models)
         layers_tab.build(registry, models)
         compare_tab.build(registry, models)
+        browser_tab.build(registry, models)
         pick, outputs = models_tab.build(registry, models)
         if models:
             demo.load(functools.partial(models_tab.model_details, registry), pick, outputs)

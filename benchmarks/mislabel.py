@@ -1,0 +1,61 @@
+"""How well does the suspect ranking find FER2013 labels that the FER+ annotators overrule?
+
+    python benchmarks/mislabel.py [--checkpoint cnn --checkpoint resnet_se ...] [--out results/mislabel.md]
+
+Weights of the suspect score are tuned on PublicTest (valid); the table is measured on PrivateTest
+(test): ferlab's suspect score, cleanlab's default ranking (``get_label_quality_scores``,
+self-confidence) on the same ensemble probabilities, and a random ranking, whose expected
+precision is the base rate.  Ground truth: FER+ majority != FER2013 label (see ferlab.audit).
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ferlab import list_models  # noqa: E402
+from ferlab.audit import audit, ranking_metrics, tune_suspect_weights  # noqa: E402
+
+
+def table(test, weights, seeds=20):
+    from cleanlab.rank import get_label_quality_scores
+    wrong, evaluable = test.ferplus_wrong()
+    ens = test.ensemble
+    rows = {"ferlab suspect score": ranking_metrics(test.suspect_score, wrong, evaluable),
+            "cleanlab get_label_quality_scores (default)": ranking_metrics(
+                -get_label_quality_scores(test.labels, ens), wrong, evaluable)}
+    rng = np.random.default_rng(0)
+    randoms = [ranking_metrics(rng.random(len(test.labels)), wrong, evaluable) for _ in range(seeds)]
+    rows[f"random ranking (mean of {seeds})"] = {k: float(np.mean([r[k] for r in randoms])) for k in randoms[0]}
+    keys = ["precision@50", "precision@100", "precision@200", "recall@200", "auroc"]
+    lines = [f"PrivateTest, {rows['ferlab suspect score']['n']} rows with a FER+ majority; "
+             f"{100 * rows['ferlab suspect score']['base_rate']:.1f}% of them have a FER2013 label the FER+ "
+             f"majority overrules. Models: {', '.join(test.probabilities)}. Suspect-score weights (self-confidence, "
+             f"margin, disagreement) tuned on PublicTest: {weights}.", "",
+             "| ranking | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    for name, m in rows.items():
+        lines.append(f"| {name} | " + " | ".join(f"{m[k]:.3f}" for k in keys) + " |")
+    return "\n".join(lines) + "\n", rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", action="append", help="default: every shipped checkpoint")
+    parser.add_argument("--source")
+    parser.add_argument("--out")
+    args = parser.parse_args(argv)
+    models = args.checkpoint or list_models()
+    if not models:
+        sys.exit("no checkpoints: train one first")
+    weights = tune_suspect_weights(audit(models, "valid", args.source, progress=False))
+    test = audit(models, "test", args.source, progress=False, weights=weights)
+    text, _ = table(test, weights)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import ferlab.audit as audit_mod
+from ferlab.audit import audit, ranking_metrics, suspect_scores, tune_suspect_threshold, tune_suspect_weights
+from ferlab.checkpoints import save_checkpoint
+from ferlab.data import cache_dir
+from ferlab.ui.browser_tab import AuditStore, browse, detail_for, export_view, select_rows
+from ferlab.ui.common import ModelRegistry
+from tests.synthetic import make_arrays, write_parquet_source
+
+
+@pytest.fixture(scope="module")
+def flipped_source(tmp_path_factory):
+    """Valid and test splits with 20% deliberately flipped labels (FER+ votes keep the truth)."""
+    return write_parquet_source(tmp_path_factory.mktemp("flipped"), (40, 30, 30), seed=3,
+                                flip={"valid": 0.2, "test": 0.2})
+
+
+def test_suspect_ranking_puts_flipped_labels_first(trained_marks, flipped_source):
+    valid = audit([trained_marks], "valid", str(flipped_source), progress=False)
+    weights = tune_suspect_weights(valid)
+    test = audit([trained_marks], "test", str(flipped_source), progress=False, weights=weights)
+    flipped = np.load(flipped_source / "flipped_test.npy")
+    wrong, evaluable = test.ferplus_wrong()
+    assert np.array_equal(wrong, flipped) and evaluable.all()
+    m = ranking_metrics(test.suspect_score, wrong, evaluable, ks=(20, 40))
+    assert m["base_rate"] < 0.3
+    assert m["precision@20"] >= 0.8 and m["auroc"] > 0.85
+    with pytest.raises(ValueError, match="never on the test split"):
+        tune_suspect_weights(test)
+
+
+def test_ranking_metrics_hand_computed():
+    scores = np.array([0.9, 0.8, 0.7, 0.1])
+    wrong = np.array([True, False, True, False])
+    m = ranking_metrics(scores, wrong, np.ones(4, bool), ks=(1, 2))
+    assert m["precision@1"] == 1.0 and m["precision@2"] == 0.5 and m["recall@2"] == 0.5
+    assert m["auroc"] == pytest.approx(0.75)  # pairs (pos, neg): 0.9>0.8, 0.9>0.1, 0.7<0.8, 0.7>0.1
+    probs = {"a": np.array([[0.9, 0.1] + [0] * 5, [0.1, 0.9] + [0] * 5])}
+    s = suspect_scores(np.array([0, 0]), probs, (1, 0, 0))
+    assert s[1] > s[0] and s[0] == pytest.approx(0.1 * 1.001)  # 1 - 0.9, plus the tie-breaking sliver
+
+
+def test_cache_is_reused_and_invalidated(trained_marks, flipped_source, tmp_path, monkeypatch):
+    calls = []
+    real = audit_mod.predict_arrays
+    monkeypatch.setattr(audit_mod, "predict_arrays", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = audit([trained_marks], "test", str(flipped_source), progress=False)
+    n = len(calls)
+    second = audit([trained_marks], "test", str(flipped_source), progress=False)
+    assert len(calls) == n, "second audit must come from the cache"
+    name = trained_marks.name
+    assert np.array_equal(first.probabilities[name], second.probabilities[name])
+    # a changed checkpoint (new weights) is a new cache key
+    changed = tmp_path / "marks"
+    module = trained_marks.module
+    with torch.no_grad():
+        module.classifier[-1].bias.add_(0.5)
+    try:
+        save_checkpoint(module, trained_marks.card, changed)
+        from ferlab import load_model
+        audit([load_model(changed)], "test", str(flipped_source), progress=False)
+    finally:
+        with torch.no_grad():
+            module.classifier[-1].bias.sub_(0.5)
+    assert len(calls) == n + 1
+
+
+def test_interrupted_cache_write_leaves_no_corrupt_file(trained_marks, flipped_source, monkeypatch):
+    audit([trained_marks], "valid", str(flipped_source), use_cache=False, progress=False)  # decoded arrays cached
+    folder = cache_dir() / "audit"
+    for stale in folder.glob("*"):
+        stale.unlink()  # force the next audit to write
+
+    def explode(*args, **kwargs):
+        raise KeyboardInterrupt("killed mid-write")
+    monkeypatch.setattr(audit_mod.np, "savez", explode)
+    with pytest.raises(KeyboardInterrupt):
+        audit([trained_marks], "valid", str(flipped_source), use_cache=True, progress=False)
+    monkeypatch.undo()
+    after = [p.name for p in folder.glob("*")]
+    assert not [n for n in after if n.endswith(".npz")], after  # no final file from the broken write
+
+
+def test_cache_survives_kill_9(tmp_path):
+    """A process killed with SIGKILL while writing cache files leaves only complete ones."""
+    script = textwrap.dedent(f"""
+        import numpy as np, sys
+        sys.path.insert(0, {os.getcwd()!r})
+        from pathlib import Path
+        from ferlab.audit import _atomic_save
+        big = np.random.rand(2_000_000, 7).astype(np.float32)
+        i = 0
+        while True:
+            _atomic_save(Path({str(tmp_path)!r}) / f"c{{i % 3}}.npz", probabilities=big)
+            i += 1
+            print(i, flush=True)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    for _ in range(4):  # let it complete a few writes, then kill it mid-way through another
+        proc.stdout.readline()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finals = list(tmp_path.glob("c*.npz"))
+    assert finals
+    for path in finals:
+        with np.load(path) as f:
+            assert f["probabilities"].shape == (2_000_000, 7)
+
+
+def test_to_frame_csv_round_trip(trained_marks, flipped_source, tmp_path):
+    result = audit([trained_marks], "test", str(flipped_source), progress=False)
+    frame = result.to_frame()
+    assert len(frame) == len(result.labels) and {"true_label", "prediction", "suspect_score"} <= set(frame.columns)
+    path = tmp_path / "a.csv"
+    frame.to_csv(path, index=False)
+    back = pd.read_csv(path, keep_default_na=False)
+    pd.testing.assert_frame_equal(back, frame, check_dtype=False)
+
+
+def test_cli_scores_split_and_folder(trained_marks, flipped_source, tmp_path):
+    out = tmp_path / "audit.csv"
+    audit_mod.main(["--checkpoint", str(trained_marks.path), "--split", "test", "--source", str(flipped_source),
+                    "--out", str(out)])
+    assert len(pd.read_csv(out)) == 210
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    import cv2
+    images, _ = make_arrays(1)
+    for i, img in enumerate(images[:3]):
+        cv2.imwrite(str(folder / f"{i}.png"), img)
+    (folder / "notes.txt").write_text("not an image")
+    audit_mod.main(["--checkpoint", str(trained_marks.path), "--images", str(folder), "--out", str(out)])
+    frame = pd.read_csv(out)
+    frame["error"] = frame["error"].fillna("")
+    assert len(frame) == 4 and (frame["error"] != "").sum() == 1
+    assert np.allclose(frame.loc[frame.error == "", [c for c in frame if c.startswith("p_")]].sum(1), 1, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def browser_store(trained_marks, flipped_source, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ck")
+    save_checkpoint(trained_marks.module, trained_marks.card, folder / "marks")
+    return AuditStore(ModelRegistry(folder), source=str(flipped_source))
+
+
+def test_browser_filters(browser_store):
+    items, status, confusion, shown, page = browse(browser_store, "test", "marks", "happy", "all", "misclassified",
+                                                   0.0, 1.0, "confidence", 1, progress=lambda *a, **k: None)
+    scan = browser_store.get("test")
+    probs = scan.result.probabilities["marks"]
+    for i in shown:
+        assert scan.result.labels[i] == 3 and probs[i].argmax() != 3
+    assert [probs[i].max() for i in shown] == sorted((probs[i].max() for i in shown), reverse=True)
+    assert status.startswith(f"**{len(shown)}**") and confusion.shape == (7, 8)
+    flagged = select_rows(scan, "marks", "all", "all", "suspected mislabeled", 0, 1, "suspect score")
+    assert len(flagged) and (scan.suspect[flagged] >= scan.threshold).all()
+    flipped = np.load(browser_store.source + "/flipped_test.npy")
+    assert flipped[flagged].mean() > 0.7
+    low = select_rows(scan, "marks", "all", "all", "all", 0.0, 0.3, "index")
+    assert (probs[low].max(1) <= 0.3).all() and list(low) == sorted(low)
+
+
+def test_browser_detail_and_export(browser_store):
+    scan = browser_store.get("test")
+    i = int(np.argmax(scan.suspect))
+    big, table, pred_item, label_item, plot, text = detail_for(browser_store, browser_store.registry, "test",
+                                                               "marks", i)
+    assert big.shape == (192, 192, 3) and len(table) == 2 and plot is not None
+    assert "FER+ annotators" in text and "Labelled" in text
+    path = export_view(browser_store, "test", "marks", "all", "all", "suspected mislabeled", 0, 1, "suspect score")
+    frame = pd.read_csv(path)
+    assert len(frame) == len(select_rows(scan, "marks", "all", "all", "suspected mislabeled", 0, 1, "suspect score"))
+    assert frame["flagged"].all()
+
+
+def test_threshold_is_tuned_on_valid(trained_marks, flipped_source):
+    valid = audit([trained_marks], "valid", str(flipped_source), progress=False)
+    threshold = tune_suspect_threshold(valid)
+    wrong, evaluable = valid.ferplus_wrong()
+    above = valid.suspect_score >= threshold
+    assert wrong[above].mean() >= 0.8 and above.sum() >= 20
