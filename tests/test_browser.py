@@ -104,6 +104,15 @@ def test_upload_classify_and_every_tab(app_url, tmp_path):
         page.wait_for_selector("#compare-table :text('looked mostly at')", timeout=60_000)
         page.screenshot(path=str(shots / "compare.png"), full_page=True)
 
+        # Dataset browser (needs the data; the first scan scores PublicTest and PrivateTest)
+        from ferlab.data import LOCAL_COPY
+        if LOCAL_COPY.is_dir():
+            page.get_by_role("tab", name="Dataset browser").click()
+            page.locator("#browser-scan").click()
+            page.wait_for_selector("#browser-status :text('images match')", timeout=240_000)
+            page.wait_for_selector("#browser-gallery img", timeout=30_000)
+            page.screenshot(path=str(shots / "browser.png"), full_page=True)
+
         # Models
         page.get_by_role("tab", name="Models").click()
         page.wait_for_selector("#models-overview :text('tiny_mobilenet')", timeout=30_000)

@@ -226,7 +226,7 @@ def build(registry: ModelRegistry, models: list[str]):
             export = gr.Button("Export this view as CSV")
         status = gr.Markdown(elem_id="browser-status")
         confusion = gr.Dataframe(label="confusion matrix (click a cell to filter)", interactive=False)
-        gallery = gr.Gallery(label="images", columns=12, height=420, elem_id="browser-gallery")
+        gallery = gr.Gallery(label="images", columns=8, height=480, elem_id="browser-gallery")
         shown = gr.State([])
         with gr.Row():
             big = gr.Image(label="selected image")

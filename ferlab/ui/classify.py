@@ -13,7 +13,7 @@ from ..explain import explain, region_words
 from ..explain.core import overlay_heatmap
 from ..faces import crop, draw_box, find_faces, to_rgb_frame
 from ..labels import EMOTIONS
-from .common import ModelRegistry, gpu, probs_dict, require_image, user_errors
+from .common import SafeImage, ModelRegistry, gpu, probs_dict, require_image, user_errors
 
 MAX_VIDEO_FRAMES = 300   # frames analysed per video; longer videos are sampled evenly
 MAX_VIDEO_SECONDS = 600
@@ -162,8 +162,7 @@ def build(registry: ModelRegistry, models: list[str]):
             alpha = gr.Slider(0, 1, value=0.45, step=0.05, label="overlay opacity")
         with gr.Tab("Photo / snapshot"):
             with gr.Row():
-                image = gr.Image(sources=["upload", "webcam", "clipboard"], type="numpy", label="photo",
-                                 elem_id="classify-input")
+                image = SafeImage(label="photo", elem_id="classify-input")
                 annotated = gr.Image(label="faces", elem_id="classify-output")
             with gr.Row():
                 bars = gr.Label(num_top_classes=7, label="probabilities", elem_id="classify-label")

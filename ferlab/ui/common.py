@@ -63,6 +63,29 @@ class ModelRegistry:
                 "or set FERLAB_CHECKPOINTS to a folder of checkpoints.")
 
 
+class _PathImage(gr.Image):
+    is_template = True  # Gradio renders it with the front end's own image component
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except gr.Error:
+            raise
+        except Exception as exc:
+            from PIL import Image
+            if isinstance(exc, Image.DecompressionBombError):
+                raise gr.Error(f"image refused: larger than the {Image.MAX_IMAGE_PIXELS:,}-pixel limit") from exc
+            raise gr.Error(f"not a readable image ({type(exc).__name__}: {exc})") from exc
+
+
+def SafeImage(label: str, elem_id: str | None = None) -> gr.Image:  # noqa: N802 (used like a component)
+    """An image input that hands handlers a file path (ferlab checks the size and decodes it
+    itself, refusing decompression bombs before decoding) and turns unreadable uploads into a
+    readable message."""
+    return _PathImage(sources=["upload", "webcam", "clipboard"], type="filepath", image_mode=None, label=label,
+                      elem_id=elem_id)
+
+
 def user_errors(fn):
     """Turn every failure into a readable ``gr.Error``; the app keeps running."""
     @functools.wraps(fn)

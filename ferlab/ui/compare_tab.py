@@ -9,7 +9,7 @@ import numpy as np
 
 from ..explain import explain, region_words
 from ..labels import EMOTIONS
-from .common import ModelRegistry, card_metric, enlarge, fmt_pct, gpu, largest_face, user_errors
+from .common import SafeImage, ModelRegistry, card_metric, enlarge, fmt_pct, gpu, largest_face, user_errors
 
 
 @user_errors
@@ -52,7 +52,7 @@ def compare_models(registry: ModelRegistry, image, model_names: list[str], alpha
 def build(registry: ModelRegistry, models: list[str]):
     with gr.Tab("Compare"):
         with gr.Row():
-            image = gr.Image(sources=["upload", "webcam", "clipboard"], type="numpy", label="image", elem_id="compare-input")
+            image = SafeImage(label="image", elem_id="compare-input")
             with gr.Column():
                 chosen = gr.CheckboxGroup(models, value=models[:min(3, len(models))], label="models (2-4)")
                 alpha = gr.Slider(0, 1, value=0.5, step=0.05, label="overlay opacity")

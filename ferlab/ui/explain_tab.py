@@ -7,7 +7,7 @@ import gradio as gr
 
 from ..explain import METHODS, explain, faithfulness, sanity_check
 from ..labels import EMOTIONS
-from .common import COLORMAP_NAMES, ModelRegistry, colorize, enlarge, gpu, largest_face, probs_dict, user_errors
+from .common import SafeImage, COLORMAP_NAMES, ModelRegistry, colorize, enlarge, gpu, largest_face, probs_dict, user_errors
 
 PREDICTED = "predicted class"
 
@@ -81,7 +81,7 @@ def build(registry: ModelRegistry, models: list[str]):
         gr.Markdown("Pick a method, a layer and a target class. Heatmaps are evidence *for the target class* "
                     "according to the method — check them with the faithfulness numbers and the sanity check.")
         with gr.Row():
-            image = gr.Image(sources=["upload", "webcam", "clipboard"], type="numpy", label="image", elem_id="explain-input")
+            image = SafeImage(label="image", elem_id="explain-input")
             with gr.Column():
                 model = gr.Dropdown(models, value=default, label="model")
                 method = gr.Dropdown(list(METHODS), value="gradcam", label="method")

@@ -8,7 +8,7 @@ import gradio as gr
 
 from ..explain import ExplainError, explain, explain_layers
 from ..labels import EMOTIONS
-from .common import ModelRegistry, colorize, enlarge, gpu, largest_face, user_errors
+from .common import SafeImage, ModelRegistry, colorize, enlarge, gpu, largest_face, user_errors
 from .explain_tab import PREDICTED, _target, layer_choices
 
 
@@ -44,7 +44,7 @@ def build(registry: ModelRegistry, models: list[str]):
     default = registry.default()
     with gr.Tab("Layers"):
         with gr.Row():
-            image = gr.Image(sources=["upload", "webcam", "clipboard"], type="numpy", label="image", elem_id="layers-input")
+            image = SafeImage(label="image", elem_id="layers-input")
             with gr.Column():
                 model = gr.Dropdown(models, value=default, label="model")
                 target = gr.Dropdown([PREDICTED] + list(EMOTIONS), value=PREDICTED, label="target class")

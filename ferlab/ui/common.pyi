@@ -1,0 +1,173 @@
+"""Shared pieces of the Gradio lab: the model registry, error handling, faces, small renderers.
+
+Handlers in the tab modules are plain functions (tests call them directly); a handler that
+fails because of its input raises ``gr.Error`` with a readable message, never a traceback.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from pathlib import Path
+
+import cv2
+import gradio as gr
+import numpy as np
+
+from ..checkpoints import CheckpointError, FERClassifier, checkpoints_dir, list_models, load_model
+from ..data import DataSourceError
+from ..explain import ExplainError
+from ..explain.core import COLORMAPS
+from ..faces import Box, crop, find_faces, to_rgb_frame
+from ..labels import EMOTIONS
+from ..preprocess import InputError
+
+log = logging.getLogger("ferlab.ui")
+DISPLAY = 240  # side of heatmap / face images in the UI
+COLORMAP_NAMES = list(COLORMAPS)
+
+
+class ModelRegistry:
+    """Checkpoints from ``checkpoints/`` (or ``FERLAB_CHECKPOINTS``), each loaded once, lazily."""
+
+    def __init__(self, folder: str | Path | None = None, device=None):
+        self.folder = Path(folder) if folder else checkpoints_dir()
+        self.device = device
+        self._models: dict[str, FERClassifier] = {}
+        self._lock = threading.Lock()
+
+    def names(self) -> list[str]:
+        return list_models(self.folder)
+
+    def default(self) -> str | None:
+        names = self.names()
+        for preferred in ("ferlab_best", "cnn", "resnet_se"):
+            if preferred in names:
+                return preferred
+        return names[0] if names else None
+
+    def get(self, name: str | None) -> FERClassifier:
+        if not name:
+            raise gr.Error(self.missing_message())
+        with self._lock:
+            if name not in self._models:
+                try:
+                    self._models[name] = load_model(self.folder / name, device=self.device)
+                except CheckpointError as exc:
+                    raise gr.Error(str(exc)) from exc
+            return self._models[name]
+
+    def missing_message(self) -> str:
+        return (f"No trained checkpoints found in {self.folder}. Train one with "
+                "`python train/train.py --config train/configs/cnn_keras.yaml` and copy the output folder there, "
+                "or set FERLAB_CHECKPOINTS to a folder of checkpoints.")
+
+from gradio.events import Dependency
+
+class SafeImage(gr.Image):
+    """An image input that hands handlers a file path (ferlab checks size and decodes it itself,
+    refusing decompression bombs before decoding) and turns unreadable uploads into a message."""
+
+    is_template = True  # Gradio then renders it with the front end's own image component
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("sources", ["upload", "webcam", "clipboard"])
+        super().__init__(type="filepath", image_mode=None, **kwargs)
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except gr.Error:
+            raise
+        except Exception as exc:
+            from PIL import Image
+            if isinstance(exc, Image.DecompressionBombError):
+                raise gr.Error(f"image refused: larger than the {Image.MAX_IMAGE_PIXELS:,}-pixel limit") from exc
+            raise gr.Error(f"not a readable image ({type(exc).__name__}: {exc})") from exc
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+def user_errors(fn):
+    """Turn every failure into a readable ``gr.Error``; the app keeps running."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except (InputError, ExplainError, CheckpointError, DataSourceError) as exc:
+            raise gr.Error(str(exc)) from exc
+        except MemoryError as exc:
+            raise gr.Error("out of memory on this input; try a smaller image or video") from exc
+        except Exception as exc:  # unexpected: log the traceback, show one line
+            log.exception("handler %s failed", fn.__name__)
+            raise gr.Error(f"Something went wrong ({type(exc).__name__}: {exc}). The app is still running.") from exc
+    return wrapper
+
+
+def gpu(fn):
+    """``spaces.GPU`` on Hugging Face ZeroGPU Spaces; a no-op elsewhere."""
+    try:
+        import spaces  # type: ignore
+    except ImportError:
+        return fn
+    return spaces.GPU(fn)
+
+
+def require_image(image):
+    if image is None:
+        raise gr.Error("Upload an image first (or take a webcam snapshot).")
+    return to_rgb_frame(image)
+
+
+def largest_face(image) -> tuple[np.ndarray, np.ndarray, Box, bool]:
+    """``(frame, face crop, box, found)`` for the largest face, or the centre square."""
+    frame = require_image(image)
+    boxes, found = find_faces(frame)
+    return frame, crop(frame, boxes[0]), boxes[0], found
+
+
+def probs_dict(probs) -> dict[str, float]:
+    return {name: float(p) for name, p in zip(EMOTIONS, probs)}
+
+
+def colorize(heatmap: np.ndarray, colormap: str = "jet", size: int = DISPLAY) -> np.ndarray:
+    heat = cv2.resize(np.clip(heatmap, 0, 1).astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC)
+    return cv2.cvtColor(cv2.applyColorMap(np.uint8(np.clip(heat, 0, 1) * 255), COLORMAPS[colormap]), cv2.COLOR_BGR2RGB)
+
+
+def enlarge(rgb: np.ndarray, size: int = DISPLAY) -> np.ndarray:
+    return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_CUBIC)
+
+
+def card_metric(card: dict, split: str = "test", key: str = "accuracy") -> float | None:
+    value = card.get("metrics", {}).get(split, {}).get(key)
+    return float(value) if value is not None else None
+
+
+def fmt_pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+class _PathImage(gr.Image):
+    is_template = True  # Gradio renders it with the front end's own image component
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except gr.Error:
+            raise
+        except Exception as exc:
+            from PIL import Image
+            if isinstance(exc, Image.DecompressionBombError):
+                raise gr.Error(f"image refused: larger than the {Image.MAX_IMAGE_PIXELS:,}-pixel limit") from exc
+            raise gr.Error(f"not a readable image ({type(exc).__name__}: {exc})") from exc
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+    
