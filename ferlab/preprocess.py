@@ -81,7 +81,8 @@ def _array_to_gray(array: np.ndarray) -> np.ndarray:
     elif a.dtype == np.uint16:
         a = (a.astype(np.float32) / 257.0)
     elif a.dtype.kind == "f":
-        a = np.nan_to_num(a.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        with np.errstate(over="ignore", invalid="ignore"):  # huge float64 values become inf, then 0
+            a = np.nan_to_num(a.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
         if a.size and a.max() <= 1.0 and a.min() >= 0.0:
             a = a * 255.0
     elif a.dtype.kind in "iu" and a.dtype != np.uint8:
