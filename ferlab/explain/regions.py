@@ -132,6 +132,9 @@ class RegionAttribution:
         boxes = draw_regions(np.full((size, size, 3), 255, np.uint8), scale=1)
         axes[0].imshow(boxes)
         axes[0].set_title("regions", fontsize=9)
+        for name, (r0, r1, c0, c1) in BOXES.items():
+            row = r0 + 1.5 if name != "cheeks_jaw" else r1 - 2.5
+            axes[0].text(c0 + 1, row, name, fontsize=6, va="top", color=np.array(_REGION_COLORS[name]) / 255)
         for c, ax in enumerate(axes[1:]):
             m = self.class_means[c]
             ax.imshow(m / m.max() if m.max() > 0 else m, cmap="jet", vmin=0, vmax=1)

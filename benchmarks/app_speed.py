@@ -1,0 +1,117 @@
+"""How fast the lab answers on this machine (CPU unless CUDA is present).
+
+    python benchmarks/app_speed.py [--model cnn] [--repeats 30] [--out results/app_speed.md]
+
+Measures, in one run: cold start (a fresh Python process importing the app, building the Blocks
+and answering one classify call), classify + Grad-CAM per uploaded photo (p50 / p95, the Classify
+tab's handler on a 640x480 JPEG file), the live stream's frames per second on 640x480 frames
+(face detection, classification and Grad-CAM overlay, frames handled one after another as the
+stream does), and the Layers tab's all-layer grid.
+"""
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ferlab.ui import ModelRegistry  # noqa: E402
+from ferlab.ui.classify import classify_image, classify_stream  # noqa: E402
+from ferlab.ui.layers_tab import layer_grid  # noqa: E402
+
+
+def test_frame() -> tuple[np.ndarray, str]:
+    """A 640x480 frame with one face: a PrivateTest face when the data is here, else a drawn one."""
+    frame = np.full((480, 640, 3), 110, np.uint8)
+    try:
+        from ferlab.data import load_fer2013, to_arrays
+        images, labels = to_arrays(load_fer2013("test"))
+        face = cv2.cvtColor(images[int(np.flatnonzero(labels == 3)[0])], cv2.COLOR_GRAY2RGB)
+        where = "a PrivateTest face"
+    except Exception:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from test_ui import drawn_face
+        face, where = drawn_face(), "a drawn face"
+    face = cv2.resize(face, (220, 220), interpolation=cv2.INTER_CUBIC)
+    frame[130:350, 210:430] = face
+    return frame, where
+
+
+def percentiles(ms):
+    return f"{np.percentile(ms, 50):.1f} / {np.percentile(ms, 95):.1f}"
+
+
+COLD = """
+import time; t = time.perf_counter()
+import sys; sys.path.insert(0, {root!r})
+from ferlab.ui import build_app, ModelRegistry
+from ferlab.ui.classify import classify_image
+registry = ModelRegistry()
+demo = build_app(registry)
+classify_image(registry, {path!r}, {model!r})
+print(time.perf_counter() - t)
+"""
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="checkpoint name (default: the app's default)")
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--out")
+    args = parser.parse_args(argv)
+    registry = ModelRegistry()
+    model = args.model or registry.default()
+    if model is None:
+        sys.exit(registry.missing_message())
+    frame, where = test_frame()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "photo.jpg")
+        cv2.imwrite(path, cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        cold = float(subprocess.run([sys.executable, "-c", COLD.format(root=str(ROOT), path=path, model=model)],
+                                    capture_output=True, text=True, check=True, cwd=ROOT).stdout.strip().splitlines()[-1])
+        _, _, sentence = classify_image(registry, path, model)
+        found = "No face was found" not in sentence
+        photo = []
+        for i in range(args.repeats + 3):
+            t = time.perf_counter()
+            classify_image(registry, path, model)
+            if i >= 3:
+                photo.append((time.perf_counter() - t) * 1000)
+        frames = [np.roll(frame, s, axis=1) for s in range(0, 60, 2)]  # a face that moves a little
+        for f in frames[:3]:
+            classify_stream(registry, f, model)
+        t = time.perf_counter()
+        n = 0
+        while time.perf_counter() - t < 10:
+            classify_stream(registry, frames[n % len(frames)], model)
+            n += 1
+        fps = n / (time.perf_counter() - t)
+        grid = []
+        for i in range(max(5, args.repeats // 3) + 1):
+            t = time.perf_counter()
+            layer_grid(registry, path, model, "predicted class", None)
+            if i:
+                grid.append((time.perf_counter() - t) * 1000)
+    layers = len(registry.get(model).module.explainable_layers)
+    import torch
+    text = (f"`{model}` on {'CUDA' if torch.cuda.is_available() else f'CPU ({torch.get_num_threads()} threads)'}; "
+            f"input: 640x480 frame with {where} ({'detected' if found else 'not detected: centre crop used'} by the "
+            "Haar cascade)\n\n| measure | value |\n|---|---|\n"
+            f"| cold start to first response (import, build UI, load model, classify) | {cold:.1f} s |\n"
+            f"| classify + Grad-CAM per uploaded photo, p50 / p95 | {percentiles(photo)} ms |\n"
+            f"| live stream, 640x480 frames, detection + classification + Grad-CAM overlay | {fps:.1f} FPS |\n"
+            f"| Layers tab: Grad-CAM at all {layers} layers + CAM + top-8 activations, p50 / p95 | "
+            f"{percentiles(grid)} ms |\n")
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Scoring the full test set (PublicTest + PrivateTest, 7,178 images) with one checkpoint.
+
+    python benchmarks/audit_speed.py [--checkpoint cnn] [--out results/audit_speed.md]
+
+Cold: no probability cache and no decoded-array cache (the dataset itself is already on disk:
+its download is excluded); from cache: the same call again.  Both in this process, one after
+the other, with the cache in a temporary folder.
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default="cnn")
+    parser.add_argument("--source")
+    parser.add_argument("--out")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["FERLAB_CACHE"] = tmp
+        import torch
+        from ferlab import load_model
+        from ferlab.audit import audit
+        from ferlab.data import load_fer2013
+        model = load_model(args.checkpoint)
+        load_fer2013("test_full", args.source)  # make sure the dataset is prepared: not part of the timing
+        t = time.perf_counter()
+        cold = audit([model], "test_full", args.source, progress=False)
+        cold_s = time.perf_counter() - t
+        t = time.perf_counter()
+        warm = audit([model], "test_full", args.source, progress=False)
+        warm_s = time.perf_counter() - t
+        assert (cold.probabilities[model.name] == warm.probabilities[model.name]).all()
+    text = (f"`{model.name}` on {len(cold.labels)} full-test images, "
+            f"{'CUDA' if torch.cuda.is_available() else f'CPU ({torch.get_num_threads()} threads)'}\n\n"
+            "| audit | seconds |\n|---|---|\n"
+            f"| cold (decode images + score + write cache) | {cold_s:.2f} |\n| from cache | {warm_s:.2f} |\n")
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+
+
+if __name__ == "__main__":
+    main()

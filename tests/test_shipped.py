@@ -1,0 +1,37 @@
+"""Every checkpoint in checkpoints/ loads, predicts, matches its card, and (with the data)
+reproduces its card's PrivateTest accuracy."""
+import numpy as np
+import pytest
+
+from ferlab import list_models, load_model
+from ferlab.models import create_model
+from tests.synthetic import make_arrays
+
+SHIPPED = list_models()
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_checkpoint_loads_and_predicts(name):
+    model = load_model(name, device="cpu")
+    card = model.card
+    rebuilt = create_model(card["architecture"], **card["config"])
+    assert card["params"] == sum(p.numel() for p in rebuilt.parameters())
+    assert list(card["explainable_layers"]) == list(rebuilt.explainable_layers)
+    assert (model.path / "model.safetensors").stat().st_size <= 25 * 1024 * 1024
+    images, _ = make_arrays(2)
+    probs = model.predict(list(images))
+    assert probs.shape == (14, 7) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    for key in ("data", "command", "training", "mflops", "metrics"):
+        assert key in card, key
+    assert {"valid", "test", "test_full", "test_tta"} <= set(card["metrics"])
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_accuracy_reproduces(name):
+    from ferlab.data import load_fer2013, to_arrays
+    from ferlab.evaluation import predict_arrays
+    model = load_model(name, device="cpu")
+    images, labels = to_arrays(load_fer2013("test"), model.card["input_size"])
+    acc = float((predict_arrays(model.module, images, model.card, model.device).argmax(1) == labels).mean())
+    assert abs(acc - model.card["metrics"]["test"]["accuracy"]) <= 0.003
