@@ -61,6 +61,9 @@ def test_registry_loads_each_model_once(registry):
     assert registry.get("tiny_cnn") is registry.get("tiny_cnn")
     with pytest.raises(gr.Error, match="no checkpoint"):
         registry.get("nope")
+    for sneaky in ("../elsewhere", "/etc", str(registry.folder / "tiny_cnn"), "tiny_cnn/../tiny_cnn"):
+        with pytest.raises(gr.Error, match="no checkpoint"):
+            registry.get(sneaky)
 
 
 def test_classify_image_outputs(registry):

@@ -51,6 +51,8 @@ class ModelRegistry:
             raise gr.Error(self.missing_message())
         with self._lock:
             if name not in self._models:
+                if name not in self.names():  # only checkpoints in our folder, never a path from a request
+                    raise gr.Error(f"no checkpoint {name!r}; available: {', '.join(self.names()) or 'none'}")
                 try:
                     self._models[name] = load_model(self.folder / name, device=self.device)
                 except CheckpointError as exc:
