@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from PIL import Image, ImageOps
+from PIL import Image
 
-from .preprocess import MAX_PIXELS, InputError, _array_to_gray, open_image
+from .preprocess import HIGH_DEPTH_MODES, InputError, _array_to_gray, flatten_alpha, open_image, upright
 
 
 @dataclass(frozen=True)
@@ -120,18 +120,12 @@ def to_rgb_frame(image) -> np.ndarray:
     if isinstance(image, (bytes, bytearray, str)):
         image = open_image(image)
     if isinstance(image, Image.Image):
-        if image.width * image.height > MAX_PIXELS:
-            raise InputError(f"image is {image.width}x{image.height} pixels; the limit is {MAX_PIXELS:,} pixels")
-        try:
-            image = ImageOps.exif_transpose(image)
-        except Exception:  # broken EXIF must not lose the picture
-            pass
+        image = upright(image)
         if image.mode == "RGB":
             return np.asarray(image)
-        if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F", "L", "1"):
+        if image.mode in HIGH_DEPTH_MODES + ("L", "1"):
             return cv2.cvtColor(_array_to_gray(np.asarray(image)), cv2.COLOR_GRAY2RGB)
-        rgba = image.convert("RGBA")
-        return np.asarray(Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB"))
+        return np.asarray(flatten_alpha(image))
     a = np.asarray(image)
     if a.ndim == 3 and a.shape[-1] == 3 and a.dtype == np.uint8:
         return a

@@ -45,22 +45,31 @@ def open_image(data: bytes | str | Any) -> Image.Image:
     return image
 
 
-def _pil_to_array(image: Image.Image) -> np.ndarray:
+HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """Refuse images over the pixel limit (from the header), then apply the EXIF orientation."""
     if image.width * image.height > MAX_PIXELS:
         raise InputError(f"image is {image.width}x{image.height} pixels; the limit is {MAX_PIXELS:,} pixels")
     try:
-        image = ImageOps.exif_transpose(image)
+        return ImageOps.exif_transpose(image)
     except Exception:  # broken EXIF must not lose the picture
-        pass
-    mode = image.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return image
+
+
+def flatten_alpha(image: Image.Image) -> Image.Image:
+    """RGB, with any transparency (alpha, palette transparency) composited on white."""
+    rgba = image.convert("RGBA")
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+
+
+def _pil_to_array(image: Image.Image) -> np.ndarray:
+    image = upright(image)
+    if image.mode in HIGH_DEPTH_MODES:
         return np.asarray(image)  # high-depth: scaled in _array_to_gray
-    if mode == "P":
-        image = image.convert("RGBA")
-        mode = image.mode
-    if mode in ("RGBA", "LA", "PA", "La", "RGBa"):
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, image.convert("RGBA"))
+    if image.mode in ("P", "RGBA", "LA", "PA", "La", "RGBa"):
+        image = flatten_alpha(image)
     return np.asarray(image.convert("L"))
 
 

@@ -65,3 +65,19 @@ def _votes_for(label: int) -> list[int]:
     votes = [0] * 10
     votes[[4, 5, 6, 1, 3, 2, 0][label]] = 10  # FER+ column of this FER2013 label
     return votes
+
+
+def write_tiny_checkpoints(folder: Path, metrics: dict | None = None) -> Path:
+    """Two small untrained checkpoints: a cnn (no CAM) and a MobileNetV2 (CAM)."""
+    import torch
+    from ferlab.checkpoints import base_card, save_checkpoint
+    from ferlab.models import create_model
+    torch.manual_seed(0)
+    for name, arch, cfg in (("tiny_cnn", "cnn", {"widths": [8, 16, 16, 16], "hidden": 16}),
+                            ("tiny_mobilenet", "mobilenet_v2", {"width_mult": 0.25})):
+        model = create_model(arch, **cfg).eval()
+        card = base_card(model, [0.5], [0.5])
+        if metrics:
+            card["metrics"] = metrics
+        save_checkpoint(model, card, folder / name)
+    return folder

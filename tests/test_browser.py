@@ -1,19 +1,13 @@
 """One real end-to-end run: the app on localhost, driven by Playwright in headless Chromium."""
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import cv2
 import pytest
-import torch
 
-from ferlab.checkpoints import base_card, save_checkpoint
-from ferlab.models import create_model
+from benchmarks.load import start_app
+from tests.synthetic import write_tiny_checkpoints
 from tests.test_ui import drawn_face
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -23,43 +17,15 @@ if CHROMIUM is None:
     pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("ckpts")
-    torch.manual_seed(0)
-    for name, arch, cfg in (("tiny_cnn", "cnn", {"widths": [8, 16, 16, 16], "hidden": 16}),
-                            ("tiny_mobilenet", "mobilenet_v2", {"width_mult": 0.25})):
-        m = create_model(arch, **cfg).eval()
-        save_checkpoint(m, base_card(m, [0.5], [0.5]), folder / name)
-    port = _free_port()
-    env = dict(os.environ, FERLAB_CHECKPOINTS=str(folder), GRADIO_ANALYTICS_ENABLED="False",
-               PYTHONUNBUFFERED="1")
-    log = open(tmp_path_factory.mktemp("log") / "app.log", "w")
-    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=Path(__file__).parent.parent,
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
+    folder = write_tiny_checkpoints(tmp_path_factory.mktemp("ckpts"))
+    proc, url = start_app(str(folder), log_path=str(tmp_path_factory.mktemp("log") / "app.log"), timeout=90)
     try:
-        for _ in range(180):
-            if proc.poll() is not None:
-                raise RuntimeError(f"app exited with {proc.returncode}; see {log.name}")
-            try:
-                urllib.request.urlopen(url, timeout=1)
-                break
-            except Exception:
-                time.sleep(0.5)
-        else:
-            raise RuntimeError("app did not start in 90 s")
         yield url
     finally:
         proc.terminate()
         proc.wait(timeout=20)
-        log.close()
 
 
 def test_upload_classify_and_every_tab(app_url, tmp_path):

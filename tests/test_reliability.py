@@ -25,6 +25,7 @@ from ferlab.ui import ModelRegistry
 from ferlab.ui import classify as classify_mod
 from ferlab.ui.classify import classify_image, classify_video
 from ferlab.ui.explain_tab import explain_image
+from tests.synthetic import write_tiny_checkpoints
 from tests.test_ui import drawn_face
 
 NO_PROGRESS = staticmethod(lambda *a, **k: None)
@@ -181,16 +182,11 @@ def test_pixel_limit_is_documented_and_sane():
 def test_concurrent_users_get_their_own_results(tmp_path):
     """Scaled-down benchmarks/load.py: 3 clients x 4 mixed requests, compared with serial results."""
     from benchmarks.load import make_images, run_load, start_app
-    folder = tmp_path / "ck"
-    torch.manual_seed(0)
-    for name, arch, cfg in (("a_cnn", "cnn", {"widths": [8, 16, 16, 16], "hidden": 16}),
-                            ("b_mobilenet", "mobilenet_v2", {"width_mult": 0.25})):
-        m = create_model(arch, **cfg).eval()
-        save_checkpoint(m, base_card(m, [0.5], [0.5]), folder / name)
+    folder = write_tiny_checkpoints(tmp_path / "ck")
     images = make_images(tmp_path, 2)
     proc, url = start_app(str(folder), log_path=str(tmp_path / "app.log"))
     try:
-        report = run_load(url, proc.pid, clients=3, per_client=4, images=images, models=["a_cnn", "b_mobilenet"],
+        report = run_load(url, proc.pid, clients=3, per_client=4, images=images, models=["tiny_cnn", "tiny_mobilenet"],
                           with_browser=False)
     finally:
         proc.terminate()

@@ -3,18 +3,16 @@ import cv2
 import gradio as gr
 import numpy as np
 import pytest
-import torch
 
-from ferlab.checkpoints import base_card, save_checkpoint
 from ferlab.explain import METHODS
 from ferlab.faces import Box, find_faces
-from ferlab.models import create_model
 from ferlab.ui import ModelRegistry, build_app
 from ferlab.ui.classify import classify_image, classify_stream, classify_video
 from ferlab.ui.compare_tab import compare_models
 from ferlab.ui.explain_tab import explain_image, layer_choices, run_sanity_check
 from ferlab.ui.layers_tab import layer_grid
 from ferlab.ui.models_tab import model_details, overview
+from tests.synthetic import write_tiny_checkpoints
 
 
 def drawn_face(size=160):
@@ -29,14 +27,8 @@ def drawn_face(size=160):
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("checkpoints")
-    torch.manual_seed(0)
-    for name, arch, cfg in (("tiny_cnn", "cnn", {"widths": [8, 16, 16, 16], "hidden": 16}),
-                            ("tiny_mobilenet", "mobilenet_v2", {"width_mult": 0.25})):
-        m = create_model(arch, **cfg).eval()
-        card = base_card(m, [0.5], [0.5])
-        card["metrics"] = {"test": {"accuracy": 0.5, "macro_f1": 0.4}}
-        save_checkpoint(m, card, folder / name)
+    folder = write_tiny_checkpoints(tmp_path_factory.mktemp("checkpoints"),
+                                    metrics={"test": {"accuracy": 0.5, "macro_f1": 0.4}})
     return ModelRegistry(folder)
 
 

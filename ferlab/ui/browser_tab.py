@@ -15,7 +15,7 @@ from ..audit import AuditResult, audit, tune_suspect_threshold, tune_suspect_wei
 from ..data import DataSourceError, ferplus_majority
 from ..explain import explain
 from ..labels import EMOTIONS
-from .common import ModelRegistry, colorize, enlarge, user_errors
+from .common import ModelRegistry, enlarge, user_errors
 
 PAGE_SIZE = 48
 ALL = "all"
