@@ -117,16 +117,13 @@ def run_load(url: str, pid: int, clients: int, per_client: int, images: list[str
     reqs = requests_for(images, models, with_browser)
     serial_client = Client(url, verbose=False)
     serial = {i: comparable(api, serial_client.predict(*args, api_name=api)) for i, (api, args) in enumerate(reqs)}
-    for i, (api, args) in enumerate(reqs):  # warm-up: each request once more
-        serial_client.predict(*args, api_name=api)
-    rss_before = rss_mb(pid)
     latencies, errors, mismatches = [], [], []
     lock = threading.Lock()
 
-    def user(k: int):
+    def user(k: int, count: int):
         client = Client(url, verbose=False)
         rng = random.Random(seed * 1000 + k)
-        for _ in range(per_client):
+        for _ in range(count):
             i = rng.randrange(len(reqs))
             api, args = reqs[i]
             t = time.perf_counter()
@@ -141,13 +138,19 @@ def run_load(url: str, pid: int, clients: int, per_client: int, images: list[str
                 if got != serial[i]:
                     mismatches.append(api)
 
-    start = time.perf_counter()
-    threads = [threading.Thread(target=user, args=(k,)) for k in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - start
+    def round_of(count: int) -> float:
+        start = time.perf_counter()
+        threads = [threading.Thread(target=user, args=(k, count)) for k in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return time.perf_counter() - start
+
+    round_of(max(2, per_client // 5))  # warm-up with the same concurrency: sessions, threads, allocator pools
+    latencies.clear(), errors.clear(), mismatches.clear()
+    rss_before = rss_mb(pid)
+    wall = round_of(per_client)
     lat = np.array(latencies) * 1000 if latencies else np.array([np.nan])
     return {"clients": clients, "requests": clients * per_client, "errors": len(errors), "error_samples": errors[:5],
             "mismatches": len(mismatches), "p50_ms": float(np.percentile(lat, 50)),

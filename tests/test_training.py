@@ -94,3 +94,16 @@ def test_evaluate_cli_writes_metrics_and_card(tiny_source, tmp_path):
     assert (tmp_path / "res" / "test_tta.json").exists() and (tmp_path / "res" / "test_tta_confusion.png").exists()
     assert json.loads((out / "card.json").read_text())["metrics"]["test_tta"]["accuracy"] == m["accuracy"]
     assert sum(map(sum, m["confusion_matrix"])) == 56
+
+
+def test_ship_copies_evaluates_and_documents(tiny_source, tmp_path):
+    from train.ship import main as ship
+    run = train(_config(epochs=2), source=str(tiny_source), out_dir=tmp_path / "run", progress=False)
+    dest = ship(["--run", str(run), "--name", "shipped", "--note", "stopped early", "--data", str(tiny_source),
+                 "--checkpoints", str(tmp_path / "ck"), "--results", str(tmp_path / "res")])
+    card = load_model(dest).card
+    assert card["notes"] == "stopped early"
+    assert {"valid", "valid_tta", "test", "test_tta", "test_full", "test_full_tta"} <= set(card["metrics"])
+    assert card["metrics"]["test_full"]["n"] == 112
+    for f in ("log.csv", "curves.png", "test_confusion.png", "test_report.txt", "test_full_tta.json"):
+        assert (tmp_path / "res" / "shipped" / f).exists(), f

@@ -1,0 +1,54 @@
+"""Ship a training run: copy its exported checkpoint into checkpoints/<name>, evaluate it once on
+PublicTest, PrivateTest and the full test (with and without flip TTA) into its card, and put its
+training log, curves, confusion matrices and classification reports in results/<name>/.
+
+    python train/ship.py --run runs/cnn [--name cnn] [--note "..."]
+
+The run must have been exported by train/train.py (model.safetensors + card.json in the run
+folder).  This is the one place PrivateTest is read for a model: once, after selection.
+"""
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ferlab.checkpoints import CARD_FILE, WEIGHTS_FILE, read_card, update_card  # noqa: E402
+from train.evaluate import evaluate  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", required=True, help="training output folder")
+    parser.add_argument("--name", help="checkpoint name (default: the run's config name)")
+    parser.add_argument("--note", help="a note for the card (e.g. why training stopped)")
+    parser.add_argument("--data", help="data source")
+    parser.add_argument("--checkpoints", default=str(ROOT / "checkpoints"), help="where checkpoints live")
+    parser.add_argument("--results", default=str(ROOT / "results"), help="where results live")
+    args = parser.parse_args(argv)
+    run = Path(args.run)
+    card = read_card(run)
+    name = args.name or card.get("name") or run.name
+    dest = Path(args.checkpoints) / name
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in (WEIGHTS_FILE, CARD_FILE):
+        shutil.copy2(run / f, dest / f)
+    if args.note:
+        update_card(dest, notes=args.note)
+    results = Path(args.results) / name
+    results.mkdir(parents=True, exist_ok=True)
+    for f in ("log.csv", "curves.png"):
+        if (run / f).exists():
+            shutil.copy2(run / f, results / f)
+    for split in ("valid", "test", "test_full"):
+        for tta in (False, True):
+            m = evaluate(str(dest), split, tta, args.data, results, update=True)
+            print(f"{name} {split}{' +TTA' if tta else ''}: accuracy {m['accuracy']:.4f} macro-F1 {m['macro_f1']:.4f}")
+    print(f"shipped {dest}")
+    return dest
+
+
+if __name__ == "__main__":
+    main()
