@@ -193,4 +193,4 @@ def test_concurrent_users_get_their_own_results(tmp_path):
         proc.wait(timeout=30)
     assert report["errors"] == 0, report["error_samples"]
     assert report["mismatches"] == 0
-    assert report["requests"] == 12
+    assert report["requests"] == 12 and report["all_requests"] == 18
