@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoints import FERClassifier, WEIGHTS_FILE, load_model
-from .data import cache_dir, ferplus_majority, fingerprint, load_fer2013, to_arrays
+from .data import cache_dir, ferplus_labels, fingerprint, load_fer2013, to_arrays
 from .evaluation import predict_arrays
 from .labels import EMOTIONS
 
@@ -111,7 +111,7 @@ class AuditResult:
     probabilities: dict[str, np.ndarray]
     images: np.ndarray = field(repr=False)
     ferplus_votes: np.ndarray | None = field(default=None, repr=False)
-    ferplus_missing: np.ndarray | None = field(default=None, repr=False)
+    ferplus_majority: np.ndarray | None = field(default=None, repr=False)   # -1: none (see ferplus_labels)
     weights: tuple = DEFAULT_WEIGHTS
 
     @property
@@ -124,13 +124,10 @@ class AuditResult:
 
     def ferplus_wrong(self) -> tuple[np.ndarray, np.ndarray]:
         """``(label_is_wrong, evaluable)`` per row from the FER+ votes (see the module docstring)."""
-        if self.ferplus_votes is None:
+        if self.ferplus_majority is None:
             raise ValueError("this source has no FER+ votes")
-        majority = ferplus_majority(self.ferplus_votes)
-        evaluable = majority >= 0
-        if self.ferplus_missing is not None:
-            evaluable &= ~self.ferplus_missing
-        return (majority != self.labels) & evaluable, evaluable
+        evaluable = self.ferplus_majority >= 0
+        return (self.ferplus_majority != self.labels) & evaluable, evaluable
 
     def to_frame(self):
         import pandas as pd
@@ -146,9 +143,8 @@ class AuditResult:
             for k, emotion in enumerate(EMOTIONS):
                 frame[f"p_{name}_{emotion}"] = probs[:, k]
             frame[f"pred_{name}"] = [EMOTIONS[i] for i in probs.argmax(1)]
-        if self.ferplus_votes is not None:
-            majority = ferplus_majority(self.ferplus_votes)
-            frame["ferplus_majority"] = [EMOTIONS[m] if m >= 0 else "" for m in majority]
+        if self.ferplus_majority is not None:
+            frame["ferplus_majority"] = [EMOTIONS[m] if m >= 0 else "" for m in self.ferplus_majority]
         return frame
 
 
@@ -170,15 +166,13 @@ def audit(models, split: str = "test", source: str | None = None, use_cache: boo
         size = int(m.card.get("input_size", 48))
         images = base_images if size == 48 else to_arrays(ds, size)[0]
         probabilities[m.name] = cached_probabilities(m, images, f"{data_fp}_{size}", use_cache, progress)
-    votes = missing = None
+    votes = majority = None
     if "ferplus_votes" in ds.column_names:
-        columns = ds.select_columns([c for c in ("ferplus_votes", "ferplus_missing") if c in ds.column_names])
-        table = columns.with_format("numpy")[:]
-        votes = np.asarray(table["ferplus_votes"], dtype=np.int64).reshape(-1, 10)
-        if "ferplus_missing" in table:
-            missing = np.asarray(table["ferplus_missing"], dtype=bool)
+        votes = np.asarray(ds.select_columns(["ferplus_votes"]).with_format("numpy")[:]["ferplus_votes"],
+                           dtype=np.int64).reshape(-1, 10)
+        majority = ferplus_labels(ds)
     return AuditResult(split=split, source=str(source), labels=labels, probabilities=probabilities,
-                       images=base_images, ferplus_votes=votes, ferplus_missing=missing, weights=tuple(weights))
+                       images=base_images, ferplus_votes=votes, ferplus_majority=majority, weights=tuple(weights))
 
 
 # --------------------------------------------------------------------------- evaluation of rankings

@@ -269,3 +269,16 @@ def ferplus_majority(votes) -> np.ndarray:
     winners = (votes == top[:, None]).sum(axis=1)
     majority = np.asarray(FERPLUS_TO_FER)[votes.argmax(axis=1)]
     return np.where((top > 0) & (winners == 1), majority, -1)
+
+
+def ferplus_labels(ds: datasets.Dataset) -> np.ndarray:
+    """FER+ majority label per row of a split (FER2013 indices), -1 where there is none or where
+    the row has no FER+ image of its own (``ferplus_missing``)."""
+    if "ferplus_votes" not in ds.column_names:
+        raise DataSourceError("this source has no FER+ votes (ferplus_votes); use a copy like ../shared/data/fer2013")
+    table = ds.select_columns([c for c in ("ferplus_votes", "ferplus_missing") if c in ds.column_names])
+    table = table.with_format("numpy")[:]
+    majority = ferplus_majority(table["ferplus_votes"])
+    if "ferplus_missing" in table:
+        majority[np.asarray(table["ferplus_missing"], dtype=bool)] = -1
+    return majority

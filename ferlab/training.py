@@ -26,7 +26,7 @@ from torch import nn
 from torchvision.transforms import v2
 
 from .checkpoints import base_card, pick_device, save_checkpoint
-from .data import default_source, fingerprint, load_fer2013, to_arrays
+from .data import default_source, ferplus_labels, fingerprint, load_fer2013, to_arrays
 from .evaluation import predict_arrays
 from .labels import NUM_CLASSES
 from .metrics import classification_metrics
@@ -65,6 +65,7 @@ class TrainConfig:
     ema: float = 0.0                                 # decay of a weight EMA; 0 disables
     seed: int = 0
     half: bool = False                               # store the exported weights in float16
+    labels: str = "fer2013"                          # fer2013 | ferplus (FER+ majority; rows without one dropped)
     loader_workers: int = 1
 
     @classmethod
@@ -113,6 +114,20 @@ def make_loader(images, labels, cfg: TrainConfig, epoch: int):
     return torch.utils.data.DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=cfg.loader_workers,
                                        worker_init_fn=_worker_init if cfg.loader_workers else None,
                                        prefetch_factor=4 if cfg.loader_workers else None)
+
+
+def load_split(split: str, source: str, size: int, labels: str = "fer2013"):
+    """Decoded images and labels; with ``labels="ferplus"`` the FER+ majority labels, keeping only
+    rows that have one."""
+    ds = load_fer2013(split, source)
+    images, y = to_arrays(ds, size)
+    if labels == "ferplus":
+        y = ferplus_labels(ds)
+        keep = y >= 0
+        return images[keep], y[keep]
+    if labels != "fer2013":
+        raise ValueError(f"unknown labels {labels!r}; expected fer2013 or ferplus")
+    return images, y
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -175,8 +190,8 @@ def train(cfg: TrainConfig, source: str | None = None, out_dir: str | Path | Non
     # ---- data: decoded once, kept in memory as uint8
     model = create_model(cfg.architecture, **cfg.model)
     size = model.input_size
-    train_x, train_y = to_arrays(load_fer2013("train", source), size)
-    valid_x, valid_y = to_arrays(load_fer2013("valid", source), size)
+    train_x, train_y = load_split("train", source, size, cfg.labels)
+    valid_x, valid_y = load_split("valid", source, size, cfg.labels)
     channels = model.in_channels
     mean = cfg.mean or (list(IMAGENET_MEAN) if channels == 3 else [0.5] * channels)
     std = cfg.std or (list(IMAGENET_STD) if channels == 3 else [0.5] * channels)
@@ -298,7 +313,7 @@ def export_best(cfg, out, source, card, train_x, train_y, valid_x, valid_y, hist
     with FlopCounterMode(display=False) as counter:
         model(model.example_input(1))
     extra = {
-        "data": {"source": source, "train_fingerprint": fingerprint(train_x, train_y),
+        "data": {"source": source, "labels": cfg.labels, "train_fingerprint": fingerprint(train_x, train_y),
                  "valid_fingerprint": fingerprint(valid_x, valid_y), "train_size": int(len(train_y)),
                  "valid_size": int(len(valid_y))},
         "command": command,

@@ -107,3 +107,22 @@ def test_ship_copies_evaluates_and_documents(tiny_source, tmp_path):
     assert card["metrics"]["test_full"]["n"] == 112
     for f in ("log.csv", "curves.png", "test_confusion.png", "test_report.txt", "test_full_tta.json"):
         assert (tmp_path / "res" / "shipped" / f).exists(), f
+
+
+def test_ferplus_labels_training_and_evaluation(tmp_path):
+    from ferlab.data import DataSourceError
+    from tests.synthetic import write_parquet_source
+    src = write_parquet_source(tmp_path / "src", (20, 6, 6), flip={"train": 0.3, "valid": 0.3, "test": 0.3})
+    out = train(_config(epochs=2, labels="ferplus"), source=str(src), out_dir=tmp_path / "run", progress=False)
+    assert load_model(out).card["data"]["labels"] == "ferplus"
+    flipped_test = np.load(src / "flipped_test.npy")
+    fer = evaluate(str(out), "test", tta=False, source=str(src), out=tmp_path / "r", labels_kind="fer2013")
+    plus = evaluate(str(out), "test", tta=False, source=str(src), out=tmp_path / "r", update=True,
+                    labels_kind="ferplus")
+    assert fer["n"] == plus["n"] == 42 and flipped_test.any()
+    # the FER+ labels here are the true classes, so the confusion rows differ from the flipped ones
+    assert fer["confusion_matrix"] != plus["confusion_matrix"]
+    assert "test_ferplus" in load_model(out).card["metrics"]
+    bare = write_parquet_source(tmp_path / "bare", (5, 2, 2), with_votes=False)
+    with pytest.raises(DataSourceError, match="no FER\\+ votes"):
+        train(_config(epochs=1, labels="ferplus"), source=str(bare), out_dir=tmp_path / "run2", progress=False)

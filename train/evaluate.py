@@ -11,24 +11,27 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ferlab.checkpoints import load_model, update_card  # noqa: E402
-from ferlab.data import SPLITS, load_fer2013, to_arrays  # noqa: E402
+from ferlab.data import SPLITS  # noqa: E402
 from ferlab.evaluation import predict_arrays  # noqa: E402
 from ferlab.metrics import classification_metrics, classification_report  # noqa: E402
 from ferlab.plots import confusion_figure  # noqa: E402
+from ferlab.training import load_split  # noqa: E402
 
 
-def evaluate(checkpoint: str, split: str, tta: bool, source=None, out=None, update=False) -> dict:
+def evaluate(checkpoint: str, split: str, tta: bool, source=None, out=None, update=False,
+             labels_kind: str = "fer2013") -> dict:
     model = load_model(checkpoint)
-    images, labels = to_arrays(load_fer2013(split, source), model.card["input_size"])
+    images, labels = load_split(split, source, model.card["input_size"], labels_kind)
     probs = predict_arrays(model.module, images, model.card, model.device, tta=tta, progress=True)
     metrics = classification_metrics(labels, probs)
-    key = f"{split}_tta" if tta else split
+    key = split + ("_ferplus" if labels_kind == "ferplus" else "") + ("_tta" if tta else "")
     out = Path(out or Path("results") / model.name)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{key}.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out / f"{key}_report.txt").write_text(classification_report(metrics))
     confusion_figure(metrics["confusion_matrix"], out / f"{key}_confusion.png",
-                     title=f"{model.name} on {split}{' (flip TTA)' if tta else ''}: accuracy {metrics['accuracy']:.2%}")
+                     title=f"{model.name} on {split}{' vs FER+ majority' if labels_kind == 'ferplus' else ''}"
+                           f"{' (flip TTA)' if tta else ''}: accuracy {metrics['accuracy']:.2%}")
     if update:
         card_metrics = dict(model.card.get("metrics", {}))
         card_metrics[key] = metrics
@@ -45,9 +48,11 @@ def main(argv=None):
     parser.add_argument("--data", help="data source (default: FERLAB_DATA, the local copy, or the Hub)")
     parser.add_argument("--out", help="output folder (default results/<checkpoint>)")
     parser.add_argument("--update-card", action="store_true", help="write the metrics into the model card")
+    parser.add_argument("--labels", choices=["fer2013", "ferplus"], default="fer2013",
+                        help="score against the FER2013 labels or the FER+ majority (rows with one)")
     args = parser.parse_args(argv)
     for split in args.split or ["test"]:
-        m = evaluate(args.checkpoint, split, args.tta, args.data, args.out, args.update_card)
+        m = evaluate(args.checkpoint, split, args.tta, args.data, args.out, args.update_card, args.labels)
         print(f"{args.checkpoint} {split}{' +TTA' if args.tta else ''}: accuracy {m['accuracy']:.4f} "
               f"macro-F1 {m['macro_f1']:.4f} (n={m['n']})")
         print(classification_report(m))

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..audit import AuditResult, audit, tune_suspect_threshold, tune_suspect_weights
-from ..data import DataSourceError, ferplus_majority
+from ..data import DataSourceError
 from ..explain import explain
 from ..labels import EMOTIONS
 from .common import ModelRegistry, enlarge, user_errors
@@ -136,7 +136,7 @@ def reason(scan: Scan, i: int) -> str:
             f", threshold {scan.threshold:.2f}).")
     if r.ferplus_votes is not None:
         votes = r.ferplus_votes[i]
-        majority = int(ferplus_majority(votes[None])[0])
+        majority = int(r.ferplus_majority[i])
         best = int(np.argmax(votes))
         text += f" FER+ annotators: {votes[best]} of {votes.sum()} voted {FERPLUS_NAMES[best]}"
         if majority >= 0:
