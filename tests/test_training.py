@@ -107,6 +107,8 @@ def test_ship_copies_evaluates_and_documents(tiny_source, tmp_path):
     assert card["metrics"]["test_full"]["n"] == 112
     for f in ("log.csv", "curves.png", "test_confusion.png", "test_report.txt", "test_full_tta.json"):
         assert (tmp_path / "res" / "shipped" / f).exists(), f
+    readme = (dest / "README.md").read_text()
+    assert "### shipped" in readme and "| test_full |" in readme and "stopped early" in readme
 
 
 def test_ferplus_labels_training_and_evaluation(tmp_path):

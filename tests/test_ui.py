@@ -149,7 +149,7 @@ def test_compare_tab(registry):
 def test_models_tab(registry):
     assert "| tiny_cnn | cnn |" in overview(registry)
     card, curves, confusion, regions = model_details(registry, "tiny_mobilenet")
-    assert "mobilenet_v2" in card and "CAM yes" in card
+    assert "mobilenet_v2" in card and "CAM yes" in card and "| test | 50.00% |" in card
 
 
 def test_find_faces_fallback_and_square_boxes():

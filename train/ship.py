@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ferlab.checkpoints import CARD_FILE, WEIGHTS_FILE, read_card, update_card  # noqa: E402
+from ferlab.checkpoints import CARD_FILE, WEIGHTS_FILE, card_markdown, read_card, update_card  # noqa: E402
 from train.evaluate import evaluate  # noqa: E402
 
 
@@ -46,6 +46,7 @@ def main(argv=None):
         for tta in (False, True):
             m = evaluate(str(dest), split, tta, args.data, results, update=True)
             print(f"{name} {split}{' +TTA' if tta else ''}: accuracy {m['accuracy']:.4f} macro-F1 {m['macro_f1']:.4f}")
+    (dest / "README.md").write_text(card_markdown(read_card(dest), name))
     print(f"shipped {dest}")
     return dest
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..labels import EMOTIONS
+from ..checkpoints import card_markdown
 from .common import ModelRegistry, card_metric, fmt_pct, user_errors
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
@@ -33,29 +33,12 @@ def overview(registry: ModelRegistry) -> str:
 def model_details(registry: ModelRegistry, name: str):
     """-> (card markdown, curves image path, confusion image path, region markdown)."""
     model = registry.get(name)
-    card = model.card
-    lines = [f"### {name}", f"- architecture `{card['architecture']}` with config `{card['config']}`",
-             f"- input {card.get('input_size')}x{card.get('input_size')}, {card.get('in_channels')} channel(s), "
-             f"mean {card.get('mean')}, std {card.get('std')}",
-             f"- explainable layers: {', '.join(f'`{x}`' for x in card.get('explainable_layers', []))}; "
-             f"Grad-CAM default `{card.get('default_layer')}`; CAM {'yes' if card.get('supports_cam') else 'no'}"]
-    if card.get("notes"):
-        lines.append(f"- notes: {card['notes']}")
-    if card.get("command"):
-        lines.append(f"- trained with `{card['command']}` at commit `{card.get('git_commit')}`")
-    data = card.get("data", {})
-    if data:
-        lines.append(f"- data: {data.get('source')} (train fingerprint `{data.get('train_fingerprint')}`)")
-    test = card.get("metrics", {}).get("test")
-    if test and "per_class" in test:
-        lines += ["", "| class | precision | recall | F1 |", "|---|---|---|---|"]
-        lines += [f"| {c} | {test['per_class'][c]['precision']:.2f} | {test['per_class'][c]['recall']:.2f} | "
-                  f"{test['per_class'][c]['f1']:.2f} |" for c in EMOTIONS]
+    text = card_markdown(model.card, name)
     folder = RESULTS / name
     curves = folder / "curves.png"
     confusion = folder / "test_confusion.png"
     regions = RESULTS / "regions" / f"{name}.md"
-    return ("\n".join(lines), str(curves) if curves.exists() else None,
+    return (text, str(curves) if curves.exists() else None,
             str(confusion) if confusion.exists() else None,
             regions.read_text() if regions.exists() else "*No region analysis yet: run benchmarks/region_findings.py.*")
 
