@@ -32,6 +32,15 @@ class ExplainError(ValueError):
     """A request the chosen model or method cannot serve; the message is for the user."""
 
 
+def color_heatmap(heatmap: np.ndarray, width: int, height: int, colormap: str = "jet") -> np.ndarray:
+    """A [0, 1] heatmap resized (bicubic) to ``width x height`` and colored: RGB uint8."""
+    if colormap not in COLORMAPS:
+        raise ExplainError(f"unknown colormap {colormap!r}; choose one of {', '.join(COLORMAPS)}")
+    heat = cv2.resize(np.clip(heatmap, 0, 1).astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC)
+    return cv2.cvtColor(cv2.applyColorMap(np.uint8(np.clip(heat, 0, 1) * 255), COLORMAPS[colormap]),
+                        cv2.COLOR_BGR2RGB)
+
+
 def overlay_heatmap(image: Any, heatmap: np.ndarray, alpha: float = 0.5, colormap: str = "jet",
                     size: int | None = None) -> np.ndarray:
     """Blend a [0, 1] heatmap over an image; returns RGB uint8.
@@ -39,18 +48,13 @@ def overlay_heatmap(image: Any, heatmap: np.ndarray, alpha: float = 0.5, colorma
     ``image``: an RGB uint8 array framed like the model input (e.g. a face crop) is used as
     is; anything else goes through ``to_gray_uint8`` (centred square).  ``size``: output side.
     """
-    if colormap not in COLORMAPS:
-        raise ExplainError(f"unknown colormap {colormap!r}; choose one of {', '.join(COLORMAPS)}")
     if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[-1] == 3:
         base = image
     else:
         base = cv2.cvtColor(to_gray_uint8(image, size=None), cv2.COLOR_GRAY2RGB)
     if size is not None and base.shape[:2] != (size, size):
         base = cv2.resize(base, (size, size), interpolation=cv2.INTER_CUBIC)
-    h, w = base.shape[:2]
-    heat = cv2.resize(np.clip(heatmap, 0, 1).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
-    colored = cv2.cvtColor(cv2.applyColorMap(np.uint8(np.clip(heat, 0, 1) * 255), COLORMAPS[colormap]),
-                           cv2.COLOR_BGR2RGB)
+    colored = color_heatmap(heatmap, base.shape[1], base.shape[0], colormap)
     alpha = float(np.clip(alpha, 0.0, 1.0))
     return np.uint8(np.clip(base.astype(np.float32) * (1 - alpha) + colored.astype(np.float32) * alpha, 0, 255))
 

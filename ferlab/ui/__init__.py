@@ -18,7 +18,8 @@ survives randomizing the model's weights."""
 def build_app(registry: ModelRegistry | None = None) -> gr.Blocks:
     registry = registry or ModelRegistry()
     models = registry.names()
-    with gr.Blocks(title="ferlab") as demo:
+    # delete_cache: Gradio's own copies of uploads and outputs older than an hour go every 30 minutes
+    with gr.Blocks(title="ferlab", delete_cache=(1800, 3600)) as demo:
         gr.Markdown(INTRO)
         if not models:
             gr.Markdown(f"⚠️ {registry.missing_message()}")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import tempfile
 import threading
 from dataclasses import dataclass
 
@@ -15,7 +14,7 @@ from ..audit import AuditResult, audit, tune_suspect_threshold, tune_suspect_wei
 from ..data import DataSourceError
 from ..explain import explain
 from ..labels import EMOTIONS
-from .common import ModelRegistry, enlarge, user_errors
+from .common import ModelRegistry, enlarge, scratch_dir, user_errors
 
 PAGE_SIZE = 48
 ALL = "all"
@@ -190,9 +189,9 @@ def export_view(store: AuditStore, split: str, model: str, true_cls: str, pred_c
     indices = select_rows(scan, model, true_cls, pred_cls, view, conf_min, conf_max, sort)
     frame = scan.result.to_frame().iloc[indices]
     frame.insert(1, "flagged", scan.suspect[indices] >= scan.threshold)
-    path = tempfile.NamedTemporaryFile(prefix=f"ferlab-{split}-", suffix=".csv", delete=False).name
+    path = scratch_dir("export") / f"ferlab-{split}-{view.replace(' ', '_')}.csv"
     frame.to_csv(path, index=False)
-    return path
+    return str(path)
 
 
 def cell_filter(frame: pd.DataFrame, evt: gr.SelectData):

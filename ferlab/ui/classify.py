@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import functools
-import tempfile
-from pathlib import Path
 
 import cv2
 import gradio as gr
@@ -13,7 +11,7 @@ from ..explain import explain, region_words
 from ..explain.core import overlay_heatmap
 from ..faces import crop, draw_box, find_faces, to_rgb_frame
 from ..labels import EMOTIONS
-from .common import SafeImage, ModelRegistry, gpu, probs_dict, require_image, user_errors
+from .common import ModelRegistry, SafeImage, gpu, probs_dict, require_image, scratch_dir, user_errors
 
 MAX_VIDEO_FRAMES = 300   # frames analysed per video; longer videos are sampled evenly
 MAX_VIDEO_SECONDS = 600
@@ -89,8 +87,7 @@ def classify_video(registry: ModelRegistry, video_path, model_name: str, show_ca
         total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         limit = int(min(total if total > 0 else fps * MAX_VIDEO_SECONDS, fps * MAX_VIDEO_SECONDS))
         step = max(1, int(np.ceil(limit / max_frames))) if limit > 0 else 1
-        out_dir = Path(tempfile.mkdtemp(prefix="ferlab-video-"))
-        out_path = out_dir / "annotated.webm"
+        out_path = scratch_dir("video") / "annotated.webm"
         writer, times, series, index, found_any = None, [], [], 0, False
         while index < limit or limit <= 0:
             ok, bgr = cap.read()
@@ -142,7 +139,7 @@ def example_images(count_per_class: int = 1) -> list[str]:
         images, labels = to_arrays(load_fer2013("test"))
     except Exception:
         return []
-    folder = Path(tempfile.mkdtemp(prefix="ferlab-examples-"))
+    folder = scratch_dir("examples", max_age_s=7 * 24 * 3600)
     paths = []
     for k, name in enumerate(EMOTIONS):
         for j, i in enumerate(np.flatnonzero(labels == k)[:count_per_class]):

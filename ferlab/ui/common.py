@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import shutil
+import tempfile
 import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -17,7 +20,7 @@ import numpy as np
 from ..checkpoints import CheckpointError, FERClassifier, checkpoints_dir, list_models, load_model
 from ..data import DataSourceError
 from ..explain import ExplainError
-from ..explain.core import COLORMAPS
+from ..explain.core import COLORMAPS, color_heatmap
 from ..faces import Box, crop, find_faces, to_rgb_frame
 from ..labels import EMOTIONS
 from ..preprocess import InputError
@@ -133,8 +136,22 @@ def probs_dict(probs) -> dict[str, float]:
 
 
 def colorize(heatmap: np.ndarray, colormap: str = "jet", size: int = DISPLAY) -> np.ndarray:
-    heat = cv2.resize(np.clip(heatmap, 0, 1).astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC)
-    return cv2.cvtColor(cv2.applyColorMap(np.uint8(np.clip(heat, 0, 1) * 255), COLORMAPS[colormap]), cv2.COLOR_BGR2RGB)
+    return color_heatmap(heatmap, size, size, colormap)
+
+
+def scratch_dir(kind: str, max_age_s: float = 3600) -> Path:
+    """A fresh folder under the system temp dir for one output; folders of the same kind older
+    than ``max_age_s`` are removed, so a long-running app does not fill the disk."""
+    root = Path(tempfile.gettempdir()) / f"ferlab-{kind}"
+    root.mkdir(exist_ok=True)
+    now = time.time()
+    for old in root.iterdir():
+        try:
+            if now - old.stat().st_mtime > max_age_s:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            pass
+    return Path(tempfile.mkdtemp(dir=root))
 
 
 def enlarge(rgb: np.ndarray, size: int = DISPLAY) -> np.ndarray:
