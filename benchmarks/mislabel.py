@@ -8,6 +8,7 @@ self-confidence) on the same ensemble probabilities, and a random ranking, whose
 precision is the base rate.  Ground truth: FER+ majority != FER2013 label (see ferlab.audit).
 """
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from ferlab import list_models  # noqa: E402
 from ferlab.audit import audit, ranking_metrics, tune_suspect_weights  # noqa: E402
 
 
-def table(test, weights, seeds=20):
+def table(test, weights=None, seeds=20):
     from cleanlab.rank import get_label_quality_scores
     wrong, evaluable = test.ferplus_wrong()
     ens = test.ensemble
@@ -33,7 +34,7 @@ def table(test, weights, seeds=20):
     lines = [f"PrivateTest, {rows['ferlab suspect score']['n']} rows with a FER+ majority; "
              f"{100 * rows['ferlab suspect score']['base_rate']:.1f}% of them have a FER2013 label the FER+ "
              f"majority overrules. Models: {', '.join(test.probabilities)}. Suspect-score weights (self-confidence, "
-             f"margin, disagreement) tuned on PublicTest: {weights}.", "",
+             f"margin, disagreement) tuned on PublicTest: {weights or test.weights}.", "",
              "| ranking | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
     for name, m in rows.items():
         lines.append(f"| {name} | " + " | ".join(f"{m[k]:.3f}" for k in keys) + " |")
@@ -51,10 +52,12 @@ def main(argv=None):
         sys.exit("no checkpoints: train one first")
     weights = tune_suspect_weights(audit(models, "valid", args.source, progress=False))
     test = audit(models, "test", args.source, progress=False, weights=weights)
-    text, _ = table(test, weights)
+    text, rows = table(test, weights)
     print(text)
     if args.out:
         Path(args.out).write_text(text)
+        Path(args.out).with_suffix(".json").write_text(json.dumps(
+            {"models": list(test.probabilities), "weights": list(weights), "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

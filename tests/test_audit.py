@@ -189,3 +189,26 @@ def test_threshold_is_tuned_on_valid(trained_marks, flipped_source):
     wrong, evaluable = valid.ferplus_wrong()
     above = valid.suspect_score >= threshold
     assert wrong[above].mean() >= 0.8 and above.sum() >= 20
+
+
+@pytest.mark.realdata
+def test_readme_mislabel_numbers_reproduce():
+    """The FER+ validation table in the README (results/mislabel.json) comes out again."""
+    import json
+    from pathlib import Path
+    from benchmarks.mislabel import table
+    from ferlab import list_models
+    saved_path = Path(__file__).resolve().parent.parent / "results" / "mislabel.json"
+    if not saved_path.exists():
+        pytest.skip("no results/mislabel.json yet (run benchmarks/mislabel.py --out results/mislabel.md)")
+    saved = json.loads(saved_path.read_text())
+    if sorted(saved["models"]) != sorted(list_models()):
+        pytest.fail(f"results/mislabel.json was measured on {saved['models']}, checkpoints/ has {list_models()}: "
+                    "re-run benchmarks/mislabel.py")
+    valid = audit(saved["models"], "valid", progress=False)
+    weights = tune_suspect_weights(valid)
+    assert list(weights) == saved["weights"]
+    _, rows = table(audit(saved["models"], "test", progress=False, weights=weights))
+    for name in ("ferlab suspect score", "cleanlab get_label_quality_scores (default)"):
+        for key, value in saved["rows"][name].items():
+            assert rows[name][key] == pytest.approx(value, abs=0.0015), (name, key)
