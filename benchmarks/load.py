@@ -102,7 +102,7 @@ def comparable(api: str, result) -> str:
     if api == "/classify":
         return json.dumps([result[1], result[2]], sort_keys=True)
     if api == "/explain":
-        return json.dumps([result[3], result[4]], sort_keys=True)
+        return json.dumps([result[3], result[4]], sort_keys=True)  # probabilities and the notes with the AUCs
     if api == "/compare":
         return json.dumps([[c for _, c in ((g.get("image"), g.get("caption")) for g in result[0])], result[1]],
                           sort_keys=True)

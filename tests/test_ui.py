@@ -109,8 +109,9 @@ def test_video_round_trip_and_errors(registry, tmp_path):
 
 @pytest.mark.parametrize("method", ["gradcam", "guided_gradcam", "activations", "saliency", "eigencam"])
 def test_explain_tab(registry, method):
-    face, heat, over, probs, notes = explain_image(registry, drawn_face(), "tiny_cnn", method,
-                                                   "features.conv6", "happy", 0.5, "inferno")
+    face, heat, over, probs, notes, curves = explain_image(registry, drawn_face(), "tiny_cnn", method,
+                                                           "features.conv6", "happy", 0.5, "inferno")
+    assert curves is not None
     assert face.shape == heat.shape == over.shape == (240, 240, 3)
     assert f"**{method}** for **happy**" in notes and "Deletion AUC" in notes
     assert len(probs) == 7
@@ -122,7 +123,7 @@ def test_explain_tab_errors_and_layers(registry):
     update = layer_choices(registry, "tiny_mobilenet")
     assert update["value"] == "features.18" and "features.0" in update["choices"]
     # a layer left over from another model falls back to the default instead of failing
-    *_, notes = explain_image(registry, drawn_face(), "tiny_mobilenet", "cam", "features.conv3", "predicted class")
+    *_, notes, _ = explain_image(registry, drawn_face(), "tiny_mobilenet", "cam", "features.conv3", "predicted class")
     assert "`features.18`" in notes
     fig, message = run_sanity_check(registry, drawn_face(), "tiny_cnn", "gradcam", None, "predicted class",
                                     progress=lambda *a, **k: None)

@@ -45,6 +45,25 @@ class Faithfulness:
             return "partly faithful: better than random pixels on one of deletion / insertion only"
         return "not faithful here: random pixels matter as much as the highlighted ones"
 
+    def figure(self, title: str = ""):
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(5.5, 3.2))
+        ax.plot(self.fractions, self.deletion, "-", color="#d62728",
+                label=f"deletion, most relevant first (AUC {self.deletion_auc:.2f})")
+        ax.plot(self.fractions, self.insertion, "-", color="#2ca02c",
+                label=f"insertion, most relevant first (AUC {self.insertion_auc:.2f})")
+        ax.axhline(self.deletion[0], color="gray", lw=0.8, ls=":")
+        ax.set(xlabel="fraction of pixels removed / restored", ylabel="target probability", ylim=(0, 1.02),
+               title=title or "faithfulness")
+        ax.text(0.99, 0.02, f"random orders: deletion {self.random_deletion_auc:.2f}, insertion "
+                f"{self.random_insertion_auc:.2f}", transform=ax.transAxes, ha="right", fontsize=7, color="gray")
+        ax.legend(fontsize=7, loc="upper right")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        return fig
+
 
 def _target_probs(model, gray_batch: np.ndarray, target: int) -> np.ndarray:
     x = normalize(torch.from_numpy(gray_batch).unsqueeze(1), model.card).to(model.device)

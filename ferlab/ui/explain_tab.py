@@ -39,7 +39,8 @@ def _target(target: str | None):
 @user_errors
 def explain_image(registry: ModelRegistry, image, model_name: str, method: str, layer: str | None,
                   target: str | None, alpha: float = 0.5, colormap: str = "jet"):
-    """-> (face, heatmap, overlay, probabilities, markdown with target, faithfulness and notes)."""
+    """-> (face, heatmap, overlay, probabilities, markdown with target, faithfulness and notes,
+    deletion/insertion curves figure)."""
     _, face, _, found = largest_face(image)
     model = registry.get(model_name)
     if layer and layer not in model.module.explainable_layers:
@@ -59,7 +60,7 @@ def explain_image(registry: ModelRegistry, image, model_name: str, method: str, 
     if not found:
         text.append("No face was found; the centre square was explained.")
     return (enlarge(face), colorize(e.heatmap, colormap), e.overlay(enlarge(face), alpha, colormap),
-            probs_dict(e.probabilities), "\n\n".join(text))
+            probs_dict(e.probabilities), "\n\n".join(text), f.figure(f"{method}, target {e.target_name}"))
 
 
 @user_errors
@@ -99,12 +100,13 @@ def build(registry: ModelRegistry, models: list[str]):
         with gr.Row():
             bars = gr.Label(num_top_classes=7, label="probabilities")
             notes = gr.Markdown(elem_id="explain-notes")
+        curves = gr.Plot(label="deletion / insertion curves")
         sanity = gr.Button("Run the sanity check (randomize the weights)")
         sanity_plot = gr.Plot(label="model-randomization sanity check")
         sanity_text = gr.Markdown()
         model.change(functools.partial(layer_choices, registry), model, layer)
         inputs = [image, model, method, layer, target, alpha, colormap]
-        button.click(gpu(functools.partial(explain_image, registry)), inputs, [face, heat, over, bars, notes],
+        button.click(gpu(functools.partial(explain_image, registry)), inputs, [face, heat, over, bars, notes, curves],
                      api_name="explain")
         sanity.click(gpu(functools.partial(run_sanity_check, registry)), inputs[:5], [sanity_plot, sanity_text],
                      api_name="sanity_check", concurrency_limit=1)
