@@ -9,7 +9,7 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install -q -r requirements.txt
 	touch $@
 
-.PHONY: setup test app train
+.PHONY: setup test app train bench
 setup: $(VENV)/.installed
 
 test: $(VENV)/.installed
@@ -20,3 +20,13 @@ app: $(VENV)/.installed
 
 train: $(VENV)/.installed
 	$(PY) train/train.py --config train/configs/$(CONFIG).yaml --resume
+
+# Every measured figure in the README, regenerated on this machine (needs checkpoints and the data).
+bench: $(VENV)/.installed
+	$(PY) train/benchmark.py
+	$(PY) benchmarks/explain_speed.py --out results/explain_speed.md
+	$(PY) benchmarks/region_findings.py
+	$(PY) benchmarks/app_speed.py --out results/app_speed.md
+	$(PY) benchmarks/audit_speed.py --out results/audit_speed.md
+	$(PY) benchmarks/mislabel.py --out results/mislabel.md
+	$(PY) benchmarks/load.py --out results/load.md
