@@ -166,3 +166,20 @@ def test_every_registered_method_is_offered(registry):
         if method in ("scorecam", "occlusion", "integrated_gradients"):
             continue  # slower; covered in test_explain
         explain_image(registry, drawn_face(), "tiny_mobilenet", method, None, "predicted class")
+
+
+def test_returned_figures_are_not_kept_alive(registry):
+    """Figures handed to Gradio must not pile up in pyplot's registry (a leak under load)."""
+    import gc
+    import weakref
+
+    import matplotlib.pyplot as plt
+    before = len(plt.get_fignums())
+    *_, curves = explain_image(registry, drawn_face(), "tiny_cnn", "gradcam", None, "predicted class")
+    fig, _ = run_sanity_check(registry, drawn_face(), "tiny_cnn", "gradcam", None, "predicted class",
+                              progress=lambda *a, **k: None)
+    assert len(plt.get_fignums()) == before
+    refs = [weakref.ref(curves), weakref.ref(fig)]
+    del curves, fig
+    gc.collect()
+    assert all(r() is None for r in refs)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from torch import nn
 
 from ..models.base import model_lock
@@ -46,10 +47,8 @@ class Faithfulness:
         return "not faithful here: random pixels matter as much as the highlighted ones"
 
     def figure(self, title: str = ""):
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(5.5, 3.2))
+        fig = Figure(figsize=(5.5, 3.2))  # not pyplot: nothing keeps the figure alive after use
+        ax = fig.subplots()
         ax.plot(self.fractions, self.deletion, "-", color="#d62728",
                 label=f"deletion, most relevant first (AUC {self.deletion_auc:.2f})")
         ax.plot(self.fractions, self.insertion, "-", color="#2ca02c",
@@ -142,11 +141,9 @@ class SanityCheck:
                 f"the model; do not read it as the model's reasoning.")
 
     def figure(self):
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
         n = len(self.steps)
-        fig, axes = plt.subplots(2, 1, figsize=(max(6, 1.6 * n), 5.2), gridspec_kw={"height_ratios": [1.2, 1]})
+        fig = Figure(figsize=(max(6, 1.6 * n), 5.2))  # not pyplot: nothing keeps the figure alive after use
+        axes = fig.subplots(2, 1, gridspec_kw={"height_ratios": [1.2, 1]})
         strip = np.concatenate([np.pad(h, 2, constant_values=1) for h in self.heatmaps], axis=1)
         axes[0].imshow(strip, cmap="jet", vmin=0, vmax=1)
         axes[0].set_xticks([(i + 0.5) * (self.heatmaps[0].shape[1] + 4) for i in range(n)])

@@ -9,6 +9,7 @@ import cv2
 import gradio as gr
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from ..audit import AuditResult, audit, tune_suspect_threshold, tune_suspect_weights
 from ..data import DataSourceError
@@ -146,10 +147,8 @@ def reason(scan: Scan, i: int) -> str:
 
 
 def votes_plot(votes: np.ndarray):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(5.5, 2.6))
+    fig = Figure(figsize=(5.5, 2.6))  # not pyplot: nothing keeps the figure alive after use
+    ax = fig.subplots()
     ax.bar(range(10), votes, color="#4c78a8")
     ax.set_xticks(range(10))
     ax.set_xticklabels(FERPLUS_NAMES, rotation=40, ha="right", fontsize=8)

@@ -6,6 +6,7 @@ import functools
 import cv2
 import gradio as gr
 import numpy as np
+from matplotlib.figure import Figure
 
 from ..explain import explain, region_words
 from ..explain.core import overlay_heatmap
@@ -119,10 +120,8 @@ def classify_video(registry: ModelRegistry, video_path, model_name: str, show_ca
 
 
 def emotion_plot(times: np.ndarray, probs: np.ndarray):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(8, 3.2))
+    fig = Figure(figsize=(8, 3.2))  # not pyplot: nothing keeps the figure alive after use
+    ax = fig.subplots()
     for k, name in enumerate(EMOTIONS):
         ax.plot(times, probs[:, k], label=name, lw=1.5)
     ax.set(xlabel="time (s)", ylabel="probability", ylim=(0, 1), title="emotion over time (largest face)")
