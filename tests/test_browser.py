@@ -39,36 +39,22 @@ def test_upload_classify_and_every_tab(app_url, tmp_path):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(app_url, wait_until="domcontentloaded")
 
-        # Classify: upload, wait for the label, the sentence and the annotated heatmap image
-        page.set_input_files("#classify-input input[type=file]", str(image))
-        page.locator("#classify-button").click()
-        page.wait_for_selector("#classify-sentence :text('Looks')", timeout=60_000)
-        page.wait_for_selector("#classify-output img", timeout=30_000)
+        def run_tab(tab, prefix, wait_text, button=None, shows_image=None):
+            """Open a tab, upload the face, press its button, wait for its main outputs."""
+            if tab:
+                page.get_by_role("tab", name=tab).click()
+            page.set_input_files(f"#{prefix}-input input[type=file]", str(image))
+            page.locator(f"#{button or prefix + '-button'}").click()
+            page.wait_for_selector(wait_text, timeout=60_000)
+            if shows_image:
+                page.wait_for_selector(f"#{shows_image} img", timeout=30_000)
+            page.screenshot(path=str(shots / f"{prefix}.png"), full_page=True)
+
+        run_tab(None, "classify", "#classify-sentence :text('Looks')", shows_image="classify-output")
         assert page.locator("#classify-label").inner_text().strip()
-        page.screenshot(path=str(shots / "classify.png"), full_page=True)
-
-        # Explain
-        page.get_by_role("tab", name="Explain").click()
-        page.set_input_files("#explain-input input[type=file]", str(image))
-        page.locator("#explain-button").click()
-        page.wait_for_selector("#explain-notes :text('Deletion AUC')", timeout=60_000)
-        page.wait_for_selector("#explain-overlay img", timeout=30_000)
-        page.screenshot(path=str(shots / "explain.png"), full_page=True)
-
-        # Layers
-        page.get_by_role("tab", name="Layers").click()
-        page.set_input_files("#layers-input input[type=file]", str(image))
-        page.locator("#layers-button").click()
-        page.wait_for_selector("#layers-caption :text('Grad-CAM rows')", timeout=60_000)
-        page.wait_for_selector("#layers-gallery img", timeout=30_000)
-        page.screenshot(path=str(shots / "layers.png"), full_page=True)
-
-        # Compare
-        page.get_by_role("tab", name="Compare").click()
-        page.set_input_files("#compare-input input[type=file]", str(image))
-        page.locator("#compare-button").click()
-        page.wait_for_selector("#compare-table :text('looked mostly at')", timeout=60_000)
-        page.screenshot(path=str(shots / "compare.png"), full_page=True)
+        run_tab("Explain", "explain", "#explain-notes :text('Deletion AUC')", shows_image="explain-overlay")
+        run_tab("Layers", "layers", "#layers-caption :text('Grad-CAM rows')", shows_image="layers-gallery")
+        run_tab("Compare", "compare", "#compare-table :text('looked mostly at')")
 
         # Dataset browser (needs the data; the first scan scores PublicTest and PrivateTest)
         from ferlab.data import LOCAL_COPY

@@ -33,7 +33,9 @@ def registry(tmp_path_factory):
 
 
 def test_blocks_build_without_a_browser(registry):
-    demo = build_app(registry)
+    fresh = ModelRegistry(registry.folder)
+    demo = build_app(fresh)
+    assert fresh._models == {}, "building the UI must not load any weights (lazy loading)"
     assert isinstance(demo, gr.Blocks)
     config = demo.get_config_file()
     labels = {c.get("props", {}).get("label") for c in config["components"]}

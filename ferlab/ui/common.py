@@ -17,7 +17,7 @@ import cv2
 import gradio as gr
 import numpy as np
 
-from ..checkpoints import CheckpointError, FERClassifier, checkpoints_dir, list_models, load_model
+from ..checkpoints import CheckpointError, FERClassifier, checkpoints_dir, list_models, load_model, read_card
 from ..data import DataSourceError
 from ..explain import ExplainError
 from ..explain.core import COLORMAPS, color_heatmap
@@ -61,6 +61,12 @@ class ModelRegistry:
                 except CheckpointError as exc:
                     raise gr.Error(str(exc)) from exc
             return self._models[name]
+
+    def card(self, name: str) -> dict:
+        """A checkpoint's card without loading its weights (for start-up and the Models tab)."""
+        if name not in self.names():
+            raise gr.Error(f"no checkpoint {name!r}; available: {', '.join(self.names()) or 'none'}")
+        return read_card(self.folder / name)
 
     def missing_message(self) -> str:
         return (f"No trained checkpoints found in {self.folder}. Train one with "

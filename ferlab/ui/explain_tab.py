@@ -28,8 +28,8 @@ def layer_choices(registry: ModelRegistry, model_name: str):
     """Dropdown update with the chosen model's explainable layers (deepest = default)."""
     if not model_name:
         return gr.update(choices=[], value=None)
-    module = registry.get(model_name).module
-    return gr.update(choices=list(module.explainable_layers), value=module.default_layer)
+    card = registry.card(model_name)
+    return gr.update(choices=list(card["explainable_layers"]), value=card["default_layer"])
 
 
 def _target(target: str | None):
@@ -86,9 +86,9 @@ def build(registry: ModelRegistry, models: list[str]):
             with gr.Column():
                 model = gr.Dropdown(models, value=default, label="model")
                 method = gr.Dropdown(list(METHODS), value="gradcam", label="method")
-                first = registry.get(default).module if default else None
-                layer = gr.Dropdown(list(first.explainable_layers) if first else [],
-                                    value=first.default_layer if first else None, label="layer")
+                first = registry.card(default) if default else None  # the card: no weights loaded at start-up
+                layer = gr.Dropdown(first["explainable_layers"] if first else [],
+                                    value=first["default_layer"] if first else None, label="layer")
                 target = gr.Dropdown([PREDICTED] + list(EMOTIONS), value=PREDICTED, label="target class")
                 alpha = gr.Slider(0, 1, value=0.5, step=0.05, label="overlay opacity")
                 colormap = gr.Dropdown(COLORMAP_NAMES, value="jet", label="colormap")

@@ -48,9 +48,9 @@ def build(registry: ModelRegistry, models: list[str]):
             with gr.Column():
                 model = gr.Dropdown(models, value=default, label="model")
                 target = gr.Dropdown([PREDICTED] + list(EMOTIONS), value=PREDICTED, label="target class")
-                first = registry.get(default).module if default else None
-                act_layer = gr.Dropdown(list(first.explainable_layers) if first else [],
-                                        value=first.default_layer if first else None, label="activations of layer")
+                first = registry.card(default) if default else None  # the card: no weights loaded at start-up
+                act_layer = gr.Dropdown(first["explainable_layers"] if first else [],
+                                        value=first["default_layer"] if first else None, label="activations of layer")
                 alpha = gr.Slider(0, 1, value=0.5, step=0.05, label="overlay opacity")
                 button = gr.Button("Show every layer", variant="primary", elem_id="layers-button")
         caption = gr.Markdown(elem_id="layers-caption")

@@ -19,7 +19,7 @@ def overview(registry: ModelRegistry) -> str:
     rows = ["| model | architecture | params | MFLOPs | PublicTest | PrivateTest | PrivateTest + flip TTA | "
             "full test | macro-F1 (PrivateTest) | trained |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name in names:
-        card = registry.get(name).card
+        card = registry.card(name)
         t = card.get("training", {})
         rows.append(f"| {name} | {card['architecture']} | {card.get('params', 0) / 1e6:.2f} M | {card.get('mflops', 'n/a')} | "
                     f"{fmt_pct(card_metric(card, 'valid'))} | {fmt_pct(card_metric(card, 'test'))} | "
@@ -32,8 +32,7 @@ def overview(registry: ModelRegistry) -> str:
 @user_errors
 def model_details(registry: ModelRegistry, name: str):
     """-> (card markdown, curves image path, confusion image path, region markdown)."""
-    model = registry.get(name)
-    text = card_markdown(model.card, name)
+    text = card_markdown(registry.card(name), name)
     folder = RESULTS / name
     curves = folder / "curves.png"
     confusion = folder / "test_confusion.png"
