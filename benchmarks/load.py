@@ -112,16 +112,18 @@ def comparable(api: str, result) -> str:
 
 
 def run_load(url: str, pid: int, clients: int, per_client: int, images: list[str], models: list[str],
-             with_browser: bool, seed: int = 0) -> dict:
+             with_browser: bool, seed: int = 0, download_files: bool = True) -> dict:
+    """``download_files=False`` leaves output images on the server (results are compared on their
+    labels and text either way); the benchmark downloads them, as a browser would."""
     from gradio_client import Client
     reqs = requests_for(images, models, with_browser)
-    serial_client = Client(url, verbose=False)
+    serial_client = Client(url, verbose=False, download_files=download_files)
     serial = {i: comparable(api, serial_client.predict(*args, api_name=api)) for i, (api, args) in enumerate(reqs)}
     latencies, errors, mismatches = [], [], []
     lock = threading.Lock()
 
     def user(k: int, count: int):
-        client = Client(url, verbose=False)
+        client = Client(url, verbose=False, download_files=download_files)
         rng = random.Random(seed * 1000 + k)
         for _ in range(count):
             i = rng.randrange(len(reqs))
