@@ -20,8 +20,8 @@ from safetensors.torch import load_file, save_file
 
 from .labels import EMOTIONS
 from .models import FERNet, create_model
-from .models.base import model_lock
-from .preprocess import to_batch
+from .evaluation import predict_arrays
+from .preprocess import to_batch, to_gray_batch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS_FILE, CARD_FILE = "model.safetensors", "card.json"
@@ -178,24 +178,10 @@ class FERClassifier:
     def preprocess(self, images) -> torch.Tensor:
         return to_batch(images, self.card).to(self.device)
 
-    @torch.inference_mode()
     def predict(self, images, batch_size: int = 256) -> np.ndarray:
         """Probabilities ``(N, 7)`` for PIL images / arrays / bytes (or a single one)."""
-        batch = to_batch(images, self.card)
-        with model_lock(self.module):
-            out = [torch.softmax(self.module(batch[i:i + batch_size].to(self.device)).float(), dim=1).cpu()
-                   for i in range(0, len(batch), batch_size)]
-        return torch.cat(out).numpy() if out else np.empty((0, len(self.class_names)), np.float32)
-
-    @torch.inference_mode()
-    def predict_tensor(self, batch: torch.Tensor, tta: bool = False) -> torch.Tensor:
-        """Probabilities for an already normalized batch; ``tta`` averages with the mirror image."""
-        batch = batch.to(self.device)
-        with model_lock(self.module):
-            probs = torch.softmax(self.module(batch).float(), dim=1)
-            if tta:
-                probs = (probs + torch.softmax(self.module(batch.flip(-1)).float(), dim=1)) / 2
-        return probs.cpu()
+        gray = to_gray_batch(images, int(self.card.get("input_size", 48)))
+        return predict_arrays(self.module, gray, self.card, self.device, batch_size=batch_size)
 
 
 def load_model(name_or_path: str | Path, device: str | torch.device | None = None) -> FERClassifier:

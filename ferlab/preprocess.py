@@ -147,13 +147,17 @@ def normalize(batch: torch.Tensor, card: dict) -> torch.Tensor:
     return (x - mean) / std
 
 
-def to_batch(images, card: dict) -> torch.Tensor:
-    """A list (or a single) of inputs -> ``(N, C, H, W)`` normalized batch on the CPU."""
+def to_gray_batch(images, size: int = 48) -> np.ndarray:
+    """A list (or a single) of inputs -> ``(N, size, size)`` uint8 grayscale stack."""
     if isinstance(images, (Image.Image, bytes, bytearray)) or (
             isinstance(images, np.ndarray) and images.ndim <= 3 and not _looks_like_batch(images)):
         images = [images]
-    size = int(card.get("input_size", 48))
-    gray = np.stack([to_gray_uint8(im, size) for im in images]) if len(images) else np.empty((0, size, size), np.uint8)
+    return np.stack([to_gray_uint8(im, size) for im in images]) if len(images) else np.empty((0, size, size), np.uint8)
+
+
+def to_batch(images, card: dict) -> torch.Tensor:
+    """A list (or a single) of inputs -> ``(N, C, H, W)`` normalized batch on the CPU."""
+    gray = to_gray_batch(images, int(card.get("input_size", 48)))
     return normalize(torch.from_numpy(gray).unsqueeze(1), card)
 
 

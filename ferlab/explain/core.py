@@ -137,6 +137,10 @@ class Method:
     def check(self, model, layer_name: str | None) -> None:
         """Raise ExplainError where this method cannot explain this model."""
 
+    def extra_for(self, i: int) -> dict:
+        """Method-specific results for image ``i`` of the last ``attribute`` call (e.g. top channels)."""
+        return {}
+
     def to_heatmap(self, raw: torch.Tensor, size: int) -> np.ndarray:
         """(N, C, h, w) raw -> (N, size, size) heatmaps in [0, 1]."""
         r = raw.detach().float()
@@ -193,6 +197,6 @@ def explain(model, image, method: str = "gradcam", layer: str | None = None, tar
     raw_np = raw.detach().float().cpu().numpy()
     out = [Explanation(heatmap=heatmaps[i].astype(np.float32), raw=raw_np[i], method=method, layer=layer_name,
                        target=int(targets[i]), probabilities=probs[i].cpu().numpy(), image=grays[i],
-                       extra=impl.extra_for(i) if hasattr(impl, "extra_for") else {})
+                       extra=impl.extra_for(i))
            for i in range(len(grays))]
     return out if batched else out[0]
