@@ -3,6 +3,7 @@ import argparse
 import os
 
 from ferlab.ui import build_app
+from ferlab.ui.memory import limit_arenas, start_trimmer
 
 MAX_FILE_SIZE = "25mb"
 
@@ -15,6 +16,8 @@ def main(argv=None):
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 7860)))
     parser.add_argument("--share", action="store_true", help="open a public gradio.live link (off by default)")
     args = parser.parse_args(argv)
+    limit_arenas()  # before Gradio starts its worker threads: RSS stays flat under concurrent users
+    start_trimmer()
     demo = build_app()
     demo.queue(default_concurrency_limit=2, max_size=64)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_FILE_SIZE,

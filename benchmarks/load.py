@@ -5,7 +5,8 @@
 Starts ``app.py`` on a free loopback port, computes every request's result once serially, then
 runs ``clients`` threads with ``requests`` mixed calls each (classify, explain, compare and, when
 the dataset is reachable, a dataset-browser filter), and reports errors, p50/p95 latency,
-requests per second, the server's RSS before and after (after a warm-up), and whether every
+requests per second, the server's RSS after a warm-up and after each of ``--rounds`` rounds of
+the measured load (each read after ``--settle`` idle seconds), and whether every
 concurrent result equals the serial result for the same input (no cross-talk between users).
 Everything stays on 127.0.0.1 and stops by itself.
 """
@@ -36,10 +37,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_app(checkpoints: str | None = None, log_path: str | None = None, timeout: float = 120):
+def start_app(checkpoints: str | None = None, log_path: str | None = None, timeout: float = 120,
+              extra_env: dict | None = None):
     """Start app.py on 127.0.0.1; returns (process, url)."""
     port = free_port()
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1", **(extra_env or {}))
     if checkpoints:
         env["FERLAB_CHECKPOINTS"] = str(checkpoints)
     log = open(log_path or os.devnull, "w")
@@ -112,7 +114,8 @@ def comparable(api: str, result) -> str:
 
 
 def run_load(url: str, pid: int, clients: int, per_client: int, images: list[str], models: list[str],
-             with_browser: bool, seed: int = 0, download_files: bool = True) -> dict:
+             with_browser: bool, seed: int = 0, download_files: bool = True, rounds: int = 1,
+             settle_s: float = 0.0) -> dict:
     """``download_files=False`` leaves output images on the server (results are compared on their
     labels and text either way); the benchmark downloads them, as a browser would."""
     from gradio_client import Client
@@ -151,20 +154,31 @@ def run_load(url: str, pid: int, clients: int, per_client: int, images: list[str
 
     round_of(max(2, per_client // 5))  # warm-up with the same concurrency: sessions, threads, allocator pools
     latencies.clear()  # errors and mismatches of the warm-up still count
+    # RSS is read once the server has been idle for ``settle_s`` (the app trims its malloc heaps
+    # every 15 s): retained memory, not the transient peak of the last requests
+    time.sleep(settle_s)
     rss_before = rss_mb(pid)
-    wall = round_of(per_client)
+    # the measured load in equal rounds, RSS after each: a leak grows every round, allocator
+    # high-water marks level off
+    wall, rss_rounds = 0.0, []
+    for r in range(rounds):
+        wall += round_of(per_client // rounds + (r < per_client % rounds))
+        time.sleep(settle_s)
+        rss_rounds.append(rss_mb(pid))
     lat = np.array(latencies) * 1000 if latencies else np.array([np.nan])
     total = clients * (per_client + max(2, per_client // 5))
     return {"clients": clients, "requests": clients * per_client, "all_requests": total, "errors": len(errors), "error_samples": errors[:5],
             "mismatches": len(mismatches), "p50_ms": float(np.percentile(lat, 50)),
             "p95_ms": float(np.percentile(lat, 95)), "rps": len(latencies) / wall, "wall_s": wall,
-            "rss_before_mb": rss_before, "rss_after_mb": rss_mb(pid), "kinds": sorted({a for a, _ in reqs})}
+            "rss_before_mb": rss_before, "rss_after_mb": rss_rounds[-1], "rss_rounds_mb": rss_rounds, "kinds": sorted({a for a, _ in reqs})}
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=50, help="requests per client")
+    parser.add_argument("--rounds", type=int, default=5, help="measure RSS after each of this many rounds")
+    parser.add_argument("--settle", type=float, default=20.0, help="idle seconds before each RSS reading")
     parser.add_argument("--checkpoints", help="checkpoint folder (default: checkpoints/)")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
@@ -177,7 +191,8 @@ def main(argv=None):
         images = make_images(Path(tmp))
         proc, url = start_app(args.checkpoints, log_path=str(Path(tmp) / "app.log"))
         try:
-            report = run_load(url, proc.pid, args.clients, args.requests, images, models, LOCAL_COPY.is_dir())
+            report = run_load(url, proc.pid, args.clients, args.requests, images, models, LOCAL_COPY.is_dir(),
+                              rounds=args.rounds, settle_s=args.settle)
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -189,6 +204,9 @@ def main(argv=None):
             f"| {report['requests']} (+{report['all_requests'] - report['requests']}) | {report['errors']} | {report['mismatches']} | {report['p50_ms']:.0f} ms | "
             f"{report['p95_ms']:.0f} ms | {report['rps']:.2f} | {report['rss_before_mb']:.0f} MB | "
             f"{report['rss_after_mb']:.0f} MB | {growth:+.0f} MB |\n")
+    text += (f"\nServer RSS read after {args.settle:.0f} s idle, after the warm-up and after each of the {args.rounds} measured rounds: "
+             + f"{report['rss_before_mb']:.0f}, "
+             + ", ".join(f"{r:.0f}" for r in report["rss_rounds_mb"]) + " MB\n")
     if report["error_samples"]:
         text += "\nerrors: " + "; ".join(report["error_samples"]) + "\n"
     print(text)

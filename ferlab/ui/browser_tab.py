@@ -15,7 +15,7 @@ from ..audit import AuditResult, audit, tune_suspect_threshold, tune_suspect_wei
 from ..data import DataSourceError
 from ..explain import explain
 from ..labels import EMOTIONS
-from .common import ModelRegistry, enlarge, scratch_dir, user_errors
+from .common import ModelRegistry, OutputGallery, OutputImage, enlarge, scratch_dir, user_errors
 
 PAGE_SIZE = 48
 ALL = "all"
@@ -224,12 +224,12 @@ def build(registry: ModelRegistry, models: list[str]):
             export = gr.Button("Export this view as CSV")
         status = gr.Markdown(elem_id="browser-status")
         confusion = gr.Dataframe(label="confusion matrix (click a cell to filter)", interactive=False)
-        gallery = gr.Gallery(label="images", columns=8, height=480, elem_id="browser-gallery")
+        gallery = OutputGallery(label="images", columns=8, height=480, elem_id="browser-gallery")
         shown = gr.State([])
         with gr.Row():
-            big = gr.Image(label="selected image")
-            cam_pred = gr.Image(label="Grad-CAM, predicted class")
-            cam_label = gr.Image(label="Grad-CAM, labelled class")
+            big = OutputImage(label="selected image")
+            cam_pred = OutputImage(label="Grad-CAM, predicted class")
+            cam_label = OutputImage(label="Grad-CAM, labelled class")
         probs = gr.Dataframe(label="probabilities per model", interactive=False)
         with gr.Row():
             votes = gr.Plot(label="FER+ votes")

@@ -12,7 +12,7 @@ from ..explain import explain, region_words
 from ..explain.core import overlay_heatmap
 from ..faces import crop, draw_box, find_faces, to_rgb_frame
 from ..labels import EMOTIONS
-from .common import ModelRegistry, SafeImage, gpu, probs_dict, require_image, scratch_dir, user_errors
+from .common import ModelRegistry, OutputImage, SafeImage, gpu, probs_dict, require_image, scratch_dir, user_errors
 
 MAX_VIDEO_FRAMES = 300   # frames analysed per video; longer videos are sampled evenly
 MAX_VIDEO_SECONDS = 600
@@ -159,7 +159,7 @@ def build(registry: ModelRegistry, models: list[str]):
         with gr.Tab("Photo / snapshot"):
             with gr.Row():
                 image = SafeImage(label="photo", elem_id="classify-input")
-                annotated = gr.Image(label="faces", elem_id="classify-output")
+                annotated = OutputImage(label="faces", elem_id="classify-output")
             with gr.Row():
                 bars = gr.Label(num_top_classes=7, label="probabilities", elem_id="classify-label")
                 sentence = gr.Markdown(elem_id="classify-sentence")
@@ -174,7 +174,7 @@ def build(registry: ModelRegistry, models: list[str]):
             gr.Markdown("Streams webcam frames through detection, classification and Grad-CAM on this machine.")
             with gr.Row():
                 cam_in = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="webcam")
-                cam_out = gr.Image(label="live")
+                cam_out = OutputImage(label="live")
             cam_in.stream(functools.partial(classify_stream, registry), [cam_in, model, show_cam, alpha], cam_out,
                           stream_every=0.05, concurrency_limit=4, time_limit=600, api_visibility="private")
         with gr.Tab("Video"):

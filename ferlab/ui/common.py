@@ -97,6 +97,72 @@ def SafeImage(label: str, elem_id: str | None = None) -> gr.Image:  # noqa: N802
                       elem_id=elem_id)
 
 
+def publish_image(image, cache_dir: str, fmt: str = "webp") -> str:
+    """Write an output image into Gradio's cache and return its path, never rewriting a file a
+    browser may be downloading.  Gradio's own saver (``save_pil_to_cache``) names files by content
+    and rewrites them in place, so two users who get the same picture at the same moment can
+    truncate each other's download ("peer closed connection", seen in benchmarks/load.py).  Here
+    an existing file is left alone and a new one appears by atomic rename."""
+    import os
+
+    from gradio.processing_utils import _convert, encode_pil_to_bytes, hash_bytes
+    from PIL import Image
+
+    pil = image if isinstance(image, Image.Image) else Image.fromarray(_convert(image, np.uint8, force_copy=False))
+    data = encode_pil_to_bytes(pil, fmt)
+    folder = Path(cache_dir) / hash_bytes(data)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"image.{fmt}"
+    if path.exists():
+        try:
+            os.utime(path)  # Gradio's delete_cache ages files by time; this copy was just handed out again
+        except OSError:
+            pass
+        return str(path.resolve())
+    fd, staging = tempfile.mkstemp(dir=folder, prefix=".image.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(staging, path)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
+    return str(path.resolve())
+
+
+def _is_picture(value) -> bool:
+    from PIL import Image
+    return isinstance(value, (np.ndarray, Image.Image))
+
+
+class OutputImage(gr.Image):
+    """``gr.Image`` for outputs, saved through :func:`publish_image`."""
+    is_template = True
+
+    def postprocess(self, value):
+        if _is_picture(value):
+            value = publish_image(value, self.GRADIO_CACHE, self.format)
+        return super().postprocess(value)
+
+
+class OutputGallery(gr.Gallery):
+    """``gr.Gallery`` whose images are saved through :func:`publish_image`."""
+    is_template = True
+
+    def postprocess(self, value):
+        if value:
+            fmt = self.format or "webp"
+            items = []
+            for item in value:
+                if isinstance(item, (tuple, list)) and item and _is_picture(item[0]):
+                    item = (publish_image(item[0], self.GRADIO_CACHE, fmt), *item[1:])
+                elif _is_picture(item):
+                    item = publish_image(item, self.GRADIO_CACHE, fmt)
+                items.append(item)
+            value = items
+        return super().postprocess(value)
+
+
 def user_errors(fn):
     """Turn every failure into a readable ``gr.Error``; the app keeps running."""
     @functools.wraps(fn)

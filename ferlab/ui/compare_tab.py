@@ -9,7 +9,7 @@ import numpy as np
 
 from ..explain import explain, region_words
 from ..labels import EMOTIONS
-from .common import SafeImage, ModelRegistry, card_metric, enlarge, fmt_pct, gpu, largest_face, user_errors
+from .common import ModelRegistry, OutputGallery, SafeImage, card_metric, enlarge, fmt_pct, gpu, largest_face, user_errors
 
 
 @user_errors
@@ -57,7 +57,7 @@ def build(registry: ModelRegistry, models: list[str]):
                 chosen = gr.CheckboxGroup(models, value=models[:min(3, len(models))], label="models (2-4)")
                 alpha = gr.Slider(0, 1, value=0.5, step=0.05, label="overlay opacity")
                 button = gr.Button("Compare", variant="primary", elem_id="compare-button")
-        gallery = gr.Gallery(label="Grad-CAM at each model's default layer", columns=4, height=300)
+        gallery = OutputGallery(label="Grad-CAM at each model's default layer", columns=4, height=300)
         table = gr.Markdown(elem_id="compare-table")
         button.click(gpu(functools.partial(compare_models, registry)), [image, chosen, alpha], [gallery, table],
                      api_name="compare")

@@ -7,7 +7,7 @@ import gradio as gr
 
 from ..explain import METHODS, explain, faithfulness, sanity_check
 from ..labels import EMOTIONS
-from .common import SafeImage, COLORMAP_NAMES, ModelRegistry, colorize, enlarge, gpu, largest_face, probs_dict, user_errors
+from .common import COLORMAP_NAMES, ModelRegistry, OutputImage, SafeImage, colorize, enlarge, gpu, largest_face, probs_dict, user_errors
 
 PREDICTED = "predicted class"
 
@@ -94,9 +94,9 @@ def build(registry: ModelRegistry, models: list[str]):
                 colormap = gr.Dropdown(COLORMAP_NAMES, value="jet", label="colormap")
         button = gr.Button("Explain", variant="primary", elem_id="explain-button")
         with gr.Row():
-            face = gr.Image(label="model input (face)")
-            heat = gr.Image(label="heatmap")
-            over = gr.Image(label="overlay", elem_id="explain-overlay")
+            face = OutputImage(label="model input (face)")
+            heat = OutputImage(label="heatmap")
+            over = OutputImage(label="overlay", elem_id="explain-overlay")
         with gr.Row():
             bars = gr.Label(num_top_classes=7, label="probabilities")
             notes = gr.Markdown(elem_id="explain-notes")

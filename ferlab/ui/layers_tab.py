@@ -8,7 +8,7 @@ import gradio as gr
 
 from ..explain import ExplainError, explain, explain_layers
 from ..labels import EMOTIONS
-from .common import SafeImage, ModelRegistry, colorize, enlarge, gpu, largest_face, user_errors
+from .common import ModelRegistry, OutputGallery, SafeImage, colorize, enlarge, gpu, largest_face, user_errors
 from .explain_tab import PREDICTED, _target, layer_choices
 
 
@@ -54,9 +54,9 @@ def build(registry: ModelRegistry, models: list[str]):
                 alpha = gr.Slider(0, 1, value=0.5, step=0.05, label="overlay opacity")
                 button = gr.Button("Show every layer", variant="primary", elem_id="layers-button")
         caption = gr.Markdown(elem_id="layers-caption")
-        grad_gallery = gr.Gallery(label="Grad-CAM at every layer (shallow → deep)", columns=8, height=240, elem_id="layers-gallery")
-        cam_gallery = gr.Gallery(label="CAM", columns=8, height=240)
-        act_gallery = gr.Gallery(label="top activation maps", columns=8, height=240)
+        grad_gallery = OutputGallery(label="Grad-CAM at every layer (shallow → deep)", columns=8, height=240, elem_id="layers-gallery")
+        cam_gallery = OutputGallery(label="CAM", columns=8, height=240)
+        act_gallery = OutputGallery(label="top activation maps", columns=8, height=240)
         model.change(functools.partial(layer_choices, registry), model, act_layer)
         button.click(gpu(functools.partial(layer_grid, registry)), [image, model, target, act_layer, alpha],
                      [grad_gallery, cam_gallery, act_gallery, caption], api_name="layers")
