@@ -52,6 +52,5 @@ def start_trimmer(interval_s: float = 15.0) -> threading.Thread | None:
             trim()
 
     thread = threading.Thread(target=loop, name="ferlab-malloc-trim", daemon=True)
-    thread.stop = stop  # type: ignore[attr-defined]
     thread.start()
     return thread
