@@ -20,6 +20,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from benchmarks import device_label, report  # noqa: E402
 
 from ferlab.ui import ModelRegistry  # noqa: E402
 from ferlab.ui.classify import classify_image, classify_stream  # noqa: E402
@@ -99,8 +100,7 @@ def main(argv=None):
             if i:
                 grid.append((time.perf_counter() - t) * 1000)
     layers = len(registry.get(model).module.explainable_layers)
-    import torch
-    text = (f"`{model}` on {'CUDA' if torch.cuda.is_available() else f'CPU ({torch.get_num_threads()} threads)'}; "
+    text = (f"`{model}` on {device_label()}; "
             f"input: 640x480 frame with {where} ({'detected' if found else 'not detected: centre crop used'} by the "
             "Haar cascade)\n\n| measure | value |\n|---|---|\n"
             f"| cold start to first response (import, build UI, load model, classify) | {cold:.1f} s |\n"
@@ -108,9 +108,7 @@ def main(argv=None):
             f"| live stream, 640x480 frames, detection + classification + Grad-CAM overlay | {fps:.1f} FPS |\n"
             f"| Layers tab: Grad-CAM at all {layers} layers + CAM + top-8 activations, p50 / p95 | "
             f"{percentiles(grid)} ms |\n")
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    report(text, args.out)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks import device_label, report  # noqa: E402
 
 
 def main(argv=None):
@@ -24,7 +25,6 @@ def main(argv=None):
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["FERLAB_CACHE"] = tmp
-        import torch
         from ferlab import load_model
         from ferlab.audit import audit
         from ferlab.data import load_fer2013
@@ -38,12 +38,10 @@ def main(argv=None):
         warm_s = time.perf_counter() - t
         assert (cold.probabilities[model.name] == warm.probabilities[model.name]).all()
     text = (f"`{model.name}` on {len(cold.labels)} full-test images, "
-            f"{'CUDA' if torch.cuda.is_available() else f'CPU ({torch.get_num_threads()} threads)'}\n\n"
+            f"{device_label()}\n\n"
             "| audit | seconds |\n|---|---|\n"
             f"| cold (decode images + score + write cache) | {cold_s:.2f} |\n| from cache | {warm_s:.2f} |\n")
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    report(text, args.out)
 
 
 if __name__ == "__main__":

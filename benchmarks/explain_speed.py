@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks import report  # noqa: E402
 
 from ferlab import list_models, load_model  # noqa: E402
 from ferlab.checkpoints import FERClassifier, base_card  # noqa: E402
@@ -118,10 +119,7 @@ def main(argv=None):
         print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"
     print()
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+    report(text, args.out)
 
 
 if __name__ == "__main__":

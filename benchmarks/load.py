@@ -29,6 +29,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from benchmarks import report as write_report  # noqa: E402
 
 
 def free_port() -> int:
@@ -152,7 +153,8 @@ def run_load(url: str, pid: int, clients: int, per_client: int, images: list[str
             t.join()
         return time.perf_counter() - start
 
-    round_of(max(2, per_client // 5))  # warm-up with the same concurrency: sessions, threads, allocator pools
+    warmup = max(2, per_client // 5)
+    round_of(warmup)  # warm-up with the same concurrency: sessions, threads, allocator pools
     latencies.clear()  # errors and mismatches of the warm-up still count
     # RSS is read once the server has been idle for ``settle_s`` (the app trims its malloc heaps
     # every 15 s): retained memory, not the transient peak of the last requests
@@ -166,7 +168,7 @@ def run_load(url: str, pid: int, clients: int, per_client: int, images: list[str
         time.sleep(settle_s)
         rss_rounds.append(rss_mb(pid))
     lat = np.array(latencies) * 1000 if latencies else np.array([np.nan])
-    total = clients * (per_client + max(2, per_client // 5))
+    total = clients * (per_client + warmup)
     return {"clients": clients, "requests": clients * per_client, "all_requests": total, "errors": len(errors), "error_samples": errors[:5],
             "mismatches": len(mismatches), "p50_ms": float(np.percentile(lat, 50)),
             "p95_ms": float(np.percentile(lat, 95)), "rps": len(latencies) / wall, "wall_s": wall,
@@ -209,9 +211,7 @@ def main(argv=None):
              + ", ".join(f"{r:.0f}" for r in report["rss_rounds_mb"]) + " MB\n")
     if report["error_samples"]:
         text += "\nerrors: " + "; ".join(report["error_samples"]) + "\n"
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    write_report(text, args.out)
 
 
 if __name__ == "__main__":

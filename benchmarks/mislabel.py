@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks import report  # noqa: E402
 
 from ferlab import list_models  # noqa: E402
 from ferlab.audit import audit, ranking_metrics, tune_suspect_weights  # noqa: E402
@@ -53,9 +54,8 @@ def main(argv=None):
     weights = tune_suspect_weights(audit(models, "valid", args.source, progress=False))
     test = audit(models, "test", args.source, progress=False, weights=weights)
     text, rows = table(test, weights)
-    print(text)
+    report(text, args.out)
     if args.out:
-        Path(args.out).write_text(text)
         Path(args.out).with_suffix(".json").write_text(json.dumps(
             {"models": list(test.probabilities), "weights": list(weights), "rows": rows}, indent=2) + "\n")
 

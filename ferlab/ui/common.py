@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import shutil
 import tempfile
 import threading
@@ -103,8 +104,6 @@ def publish_image(image, cache_dir: str, fmt: str = "webp") -> str:
     and rewrites them in place, so two users who get the same picture at the same moment can
     truncate each other's download ("peer closed connection", seen in benchmarks/load.py).  Here
     an existing file is left alone and a new one appears by atomic rename."""
-    import os
-
     from gradio.processing_utils import _convert, encode_pil_to_bytes, hash_bytes
     from PIL import Image
 

@@ -10,14 +10,14 @@ README's Reliability section).
 from __future__ import annotations
 
 import ctypes
-import logging
+import functools
 import sys
 import threading
 
-log = logging.getLogger("ferlab.ui")
 M_ARENA_MAX = -8  # mallopt parameter from glibc's malloc.h
 
 
+@functools.cache  # loaded once; the trimmer asks every 15 s
 def _glibc():
     if not sys.platform.startswith("linux"):
         return None
