@@ -211,6 +211,20 @@ def load_model(name_or_path: str | Path, device: str | torch.device | None = Non
     return FERClassifier(name=folder.name, module=module, card=card, device=dev, path=folder)
 
 
+def training_summary(card: dict) -> str:
+    """"60 epochs, 2.7 h on <hardware>", counting the checkpoint a fine-tune started from."""
+    t = card.get("training", {})
+    if not t:
+        return "not recorded"
+    text = f"{t.get('epochs_run', '?')} epochs"
+    hours = (t.get("wall_seconds") or 0) / 3600
+    start = t.get("initialized_from")
+    if start:
+        text += f" after {start.get('name')}'s {start.get('epochs_run', '?')}"
+        hours += (start.get("wall_seconds") or 0) / 3600
+    return f"{text}, {hours:.1f} h on {t.get('hardware', '?')}"
+
+
 def card_markdown(card: dict, name: str | None = None) -> str:
     """A human-readable model card (for checkpoints/<name>/README.md and the app's Models tab)."""
     name = name or card.get("name") or card["architecture"]
@@ -226,8 +240,7 @@ def card_markdown(card: dict, name: str | None = None) -> str:
         lines.append(f"- data: `{data.get('source')}`, labels {data.get('labels', 'fer2013')}, {data.get('train_size')} "
                      f"training images (fingerprint `{data.get('train_fingerprint')}`), selected on PublicTest")
     if t:
-        lines.append(f"- training: {t.get('epochs_run')} epochs (best {t.get('best_epoch')}), "
-                     f"{t.get('wall_seconds', 0) / 3600:.1f} h on {t.get('hardware')}, torch {t.get('torch')}")
+        lines.append(f"- training: {training_summary(card)} (best epoch {t.get('best_epoch')}), torch {t.get('torch')}")
     if card.get("command"):
         lines.append(f"- command: `{card['command']}` at commit `{card.get('git_commit')}`")
     if card.get("notes"):

@@ -63,6 +63,8 @@ class TrainConfig:
     mixup: float = 0.0                               # alpha; 0 disables
     cutmix: float = 0.0
     ema: float = 0.0                                 # decay of a weight EMA; 0 disables
+    swa_start: int | None = None                     # from this epoch on (1-based), average weights (SWA)
+    init_from: str | None = None                     # start from this checkpoint's weights (name or folder)
     seed: int = 0
     half: bool = False                               # store the exported weights in float16
     labels: str = "fer2013"                          # fer2013 | ferplus (FER+ majority; rows without one dropped)
@@ -198,6 +200,7 @@ def train(cfg: TrainConfig, source: str | None = None, out_dir: str | Path | Non
     card = {"in_channels": channels, "mean": mean, "std": std}
 
     # ---- model, loss, optimizer, schedule
+    initialized_from = _initialize(model, cfg, card) if cfg.init_from else None
     model.to(device)
     if device.type == "cpu":
         model.to(memory_format=torch.channels_last)
@@ -208,6 +211,9 @@ def train(cfg: TrainConfig, source: str | None = None, out_dir: str | Path | Non
     scheduler, per_batch = make_scheduler(opt, cfg, steps_per_epoch)
     ema = torch.optim.swa_utils.AveragedModel(
         model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
+    if cfg.ema and cfg.swa_start:
+        raise ValueError("ema and swa_start are two kinds of weight averaging; set one of them")
+    swa = torch.optim.swa_utils.AveragedModel(model, use_buffers=False) if cfg.swa_start else None
     mixers = [m(alpha=a, num_classes=NUM_CLASSES) for m, a in ((v2.MixUp, cfg.mixup), (v2.CutMix, cfg.cutmix)) if a]
     mix = v2.RandomChoice(mixers) if mixers else None
 
@@ -224,6 +230,8 @@ def train(cfg: TrainConfig, source: str | None = None, out_dir: str | Path | Non
             scheduler.load_state_dict(state["scheduler"])
         if ema is not None:
             ema.load_state_dict(state["ema"])
+        if swa is not None and state.get("swa"):
+            swa.load_state_dict(state["swa"])
         torch.set_rng_state(state["rng"])
         start_epoch, history, best = state["epoch"] + 1, state["history"], state["best"]
         bad_epochs, wall = state["bad_epochs"], state["wall_seconds"]
@@ -261,6 +269,10 @@ def train(cfg: TrainConfig, source: str | None = None, out_dir: str | Path | Non
 
         # ---- validate on PublicTest
         evaluated = ema.module if ema is not None else model
+        if swa is not None and epoch + 1 >= cfg.swa_start:
+            swa.update_parameters(model)
+            _recompute_batchnorm(swa.module, train_x, train_y, card, cfg, epoch, device)
+            evaluated = swa.module
         probs = predict_arrays(evaluated, valid_x, card, device)
         valid_loss = F.nll_loss(torch.log(torch.from_numpy(probs).clamp_min(1e-12)), torch.from_numpy(valid_y),
                                 weight=weight.cpu() if weight is not None else None).item()
@@ -289,7 +301,8 @@ def train(cfg: TrainConfig, source: str | None = None, out_dir: str | Path | Non
         training_curves(history, out / "curves.png", title=cfg.name)
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
                  "scheduler": scheduler.state_dict() if scheduler is not None else {},
-                 "ema": ema.state_dict() if ema is not None else {}, "rng": torch.get_rng_state(),
+                 "ema": ema.state_dict() if ema is not None else {},
+                 "swa": swa.state_dict() if swa is not None else {}, "rng": torch.get_rng_state(),
                  "epoch": epoch, "history": history, "best": best, "bad_epochs": bad_epochs, "wall_seconds": wall}
         torch.save(state, str(state_path) + ".tmp")
         os.replace(str(state_path) + ".tmp", state_path)
@@ -297,10 +310,40 @@ def train(cfg: TrainConfig, source: str | None = None, out_dir: str | Path | Non
             print(f"early stopping after epoch {epoch + 1}: no improvement for {bad_epochs} epochs", flush=True)
             break
 
-    return export_best(cfg, out, source, card, train_x, train_y, valid_x, valid_y, history, best, wall, command)
+    return export_best(cfg, out, source, card, train_x, train_y, valid_x, valid_y, history, best, wall, command,
+                       initialized_from)
 
 
-def export_best(cfg, out, source, card, train_x, train_y, valid_x, valid_y, history, best, wall, command) -> Path:
+def _initialize(model, cfg: TrainConfig, card: dict) -> dict:
+    """Load ``cfg.init_from``'s weights into ``model``; the architecture, its config and the
+    normalization must match, or fine-tuning would silently start from a different network."""
+    from .checkpoints import load_model
+    start = load_model(cfg.init_from, device="cpu")
+    if start.card["architecture"] != cfg.architecture or start.module.config != model.config:
+        raise ValueError(f"init_from {cfg.init_from!r} is {start.card['architecture']} {start.module.config}; "
+                         f"this config builds {cfg.architecture} {model.config}")
+    if [start.card["mean"], start.card["std"]] != [card["mean"], card["std"]]:
+        raise ValueError(f"init_from {cfg.init_from!r} normalizes with mean {start.card['mean']} / std "
+                         f"{start.card['std']}; this config uses {card['mean']} / {card['std']}")
+    model.load_state_dict(start.module.state_dict())
+    training = start.card.get("training", {})
+    return {"name": start.name, "epochs_run": training.get("epochs_run"),
+            "wall_seconds": training.get("wall_seconds"), "hardware": training.get("hardware")}
+
+
+@torch.no_grad()
+def _recompute_batchnorm(model, train_x, train_y, card, cfg, epoch, device):
+    """Averaged weights need their own BatchNorm statistics: one pass over this epoch's training
+    batches (same augmentation as training), as ``torch.optim.swa_utils.update_bn`` does."""
+    def inputs():
+        for xb, _ in make_loader(train_x, train_y, cfg, epoch):
+            x = normalize(xb, card).to(device)
+            yield x.contiguous(memory_format=torch.channels_last) if device.type == "cpu" else x
+    torch.optim.swa_utils.update_bn(inputs(), model)
+
+
+def export_best(cfg, out, source, card, train_x, train_y, valid_x, valid_y, history, best, wall, command,
+                initialized_from=None) -> Path:
     """Rebuild the best epoch, score it on valid, write weights + card to ``out``."""
     from safetensors.torch import load_file
 
@@ -318,7 +361,8 @@ def export_best(cfg, out, source, card, train_x, train_y, valid_x, valid_y, hist
                  "valid_size": int(len(valid_y))},
         "command": command,
         "training": {"epochs_run": len(history), "best_epoch": best["epoch"], "wall_seconds": round(wall, 1),
-                     "hardware": hardware(), "torch": torch.__version__},
+                     "hardware": hardware(), "torch": torch.__version__,
+                     **({"initialized_from": initialized_from} if initialized_from else {})},
         "mflops": round(counter.get_total_flops() / 1e6, 2),
         "metrics": {"valid": classification_metrics(valid_y, probs),
                     "valid_tta": classification_metrics(valid_y, probs_tta)},

@@ -119,3 +119,12 @@ def test_device_choice(monkeypatch):
         assert pick_device().type == expected
     else:
         assert pick_device().type in ("cpu", "mps")
+
+
+def test_training_summary_counts_the_checkpoint_a_fine_tune_started_from():
+    from ferlab.checkpoints import training_summary
+    card = {"training": {"epochs_run": 12, "wall_seconds": 1800, "hardware": "cpu"}}
+    assert training_summary(card) == "12 epochs, 0.5 h on cpu"
+    card["training"]["initialized_from"] = {"name": "cnn", "epochs_run": 60, "wall_seconds": 9000}
+    assert training_summary(card) == "12 epochs after cnn's 60, 3.0 h on cpu"
+    assert training_summary({}) == "not recorded"

@@ -128,3 +128,42 @@ def test_ferplus_labels_training_and_evaluation(tmp_path):
     bare = write_parquet_source(tmp_path / "bare", (5, 2, 2), with_votes=False)
     with pytest.raises(DataSourceError, match="no FER\\+ votes"):
         train(_config(epochs=1, labels="ferplus"), source=str(bare), out_dir=tmp_path / "run2", progress=False)
+
+
+def _params(state):
+    return {k: v for k, v in state.items() if "running_" not in k and "num_batches" not in k}
+
+
+def test_swa_averages_epoch_end_weights_and_survives_resume(tiny_source, tmp_path):
+    out = tmp_path / "run"
+    ends = []
+    for epochs in (1, 2, 3):  # one epoch per call: resume must carry the running average on
+        train(_config(epochs=epochs, swa_start=1), source=str(tiny_source), out_dir=out, resume=True,
+              progress=False)
+        ends.append(_params(torch.load(out / "state.pt", weights_only=True)["model"]))
+    state = torch.load(out / "state.pt", weights_only=True)
+    average = {k.removeprefix("module."): v for k, v in state["swa"].items() if k.startswith("module.")}
+    assert int(state["swa"]["n_averaged"]) == 3
+    for name, values in ends[0].items():
+        expected = (values + ends[1][name] + ends[2][name]) / 3
+        torch.testing.assert_close(average[name], expected)
+    first = next(iter(ends[0]))
+    assert not torch.equal(ends[0][first], ends[2][first])  # the weights moved, so the average is not trivial
+
+
+def test_init_from_starts_at_the_checkpoint_and_refuses_a_different_network(tiny_source, tmp_path):
+    start = train(_config(epochs=2), source=str(tiny_source), out_dir=tmp_path / "start", progress=False)
+    # lr 0: the weights cannot move, so the export must be the starting checkpoint's weights
+    out = train(_config(epochs=1, lr=0.0, init_from=str(start)), source=str(tiny_source),
+                out_dir=tmp_path / "tuned", progress=False)
+    before, after = load_model(start).module.state_dict(), load_model(out).module.state_dict()
+    for name, values in _params(before).items():
+        torch.testing.assert_close(after[name], values)
+    assert load_model(out).card["training"]["initialized_from"]["epochs_run"] == 2
+    wider = {**TINY, "hidden": 64}
+    with pytest.raises(ValueError, match="init_from"):
+        train(_config(epochs=1, model=wider, init_from=str(start)), source=str(tiny_source),
+              out_dir=tmp_path / "wrong", progress=False)
+    with pytest.raises(ValueError, match="ema and swa_start"):
+        train(_config(epochs=1, ema=0.9, swa_start=1), source=str(tiny_source), out_dir=tmp_path / "both",
+              progress=False)

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ferlab import list_models, load_model  # noqa: E402
+from ferlab.checkpoints import training_summary  # noqa: E402
 from ferlab.data import load_fer2013, to_arrays  # noqa: E402
 from ferlab.evaluation import predict_arrays  # noqa: E402
 from ferlab.metrics import classification_metrics  # noqa: E402
@@ -72,11 +73,9 @@ def main(argv=None):
     for m in models:
         c = m.card
         lat = latency(m, args.repeats)
-        t = c.get("training", {})
         lines.append(f"| {m.name} (`{c['architecture']}`) | {c['params'] / 1e6:.2f} M | {c.get('mflops', 'n/a')} | "
                      f"{pct(c, 'valid')} | {pct(c, 'test')} | {pct(c, 'test_full')} | {pct(c, 'test', 'macro_f1')} | "
-                     f"{pct(c, 'test_tta')} | {lat[1]:.1f} ms | {lat[64]:.1f} ms | {t.get('epochs_run', '?')} epochs, "
-                     f"{t.get('wall_seconds', 0) / 3600:.1f} h, {t.get('hardware', '?')} |")
+                     f"{pct(c, 'test_tta')} | {lat[1]:.1f} ms | {lat[64]:.1f} ms | {training_summary(c)} |")
     if len(models) >= 2:
         images, labels = to_arrays(load_fer2013("test"))
         plain = np.mean([predict_arrays(m.module, images, m.card, m.device) for m in models], axis=0)
