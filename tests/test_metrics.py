@@ -28,3 +28,15 @@ def test_probabilities_are_argmaxed_and_absent_classes_are_zero():
     m = classification_metrics([0, 0], probs, NAMES)
     assert m["accuracy"] == 0.5
     assert m["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+
+
+def test_select_ensemble_picks_the_subset_that_scores_best():
+    from ferlab.evaluation import select_ensemble
+    labels = np.array([0, 1, 2, 0])
+    onehot = np.eye(3)[labels]
+    wrong = np.eye(3)[[1, 2, 0, 1]]
+    probs = {"good": 0.6 * onehot + 0.4 * wrong, "also_good": 0.55 * onehot + 0.45 * wrong,
+             "bad": 0.9 * wrong + 0.1 * onehot}
+    assert select_ensemble(probs, labels) == ("also_good", "good")
+    assert select_ensemble(probs, labels, min_size=3) == ("also_good", "bad", "good")
+    assert select_ensemble({"a": onehot}, labels) == ()   # nothing to ensemble
