@@ -317,6 +317,7 @@ def train(cfg: TrainConfig, source: str | None = None, out_dir: str | Path | Non
 def _initialize(model, cfg: TrainConfig, card: dict) -> dict:
     """Load ``cfg.init_from``'s weights into ``model``; the architecture, its config and the
     normalization must match, or fine-tuning would silently start from a different network."""
+    from .audit import weights_hash
     from .checkpoints import load_model
     start = load_model(cfg.init_from, device="cpu")
     if start.card["architecture"] != cfg.architecture or start.module.config != model.config:
@@ -327,7 +328,7 @@ def _initialize(model, cfg: TrainConfig, card: dict) -> dict:
                          f"{start.card['std']}; this config uses {card['mean']} / {card['std']}")
     model.load_state_dict(start.module.state_dict())
     training = start.card.get("training", {})
-    return {"name": start.name, "epochs_run": training.get("epochs_run"),
+    return {"name": start.name, "weights_hash": weights_hash(start), "epochs_run": training.get("epochs_run"),
             "wall_seconds": training.get("wall_seconds"), "hardware": training.get("hardware")}
 
 

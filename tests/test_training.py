@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ferlab import load_model
+from ferlab.audit import weights_hash
 from ferlab.training import TrainConfig, balanced_class_weights, make_scheduler, train
 from train.evaluate import evaluate
 
@@ -159,7 +160,8 @@ def test_init_from_starts_at_the_checkpoint_and_refuses_a_different_network(tiny
     before, after = load_model(start).module.state_dict(), load_model(out).module.state_dict()
     for name, values in _params(before).items():
         torch.testing.assert_close(after[name], values)
-    assert load_model(out).card["training"]["initialized_from"]["epochs_run"] == 2
+    started = load_model(out).card["training"]["initialized_from"]
+    assert started["epochs_run"] == 2 and started["weights_hash"] == weights_hash(load_model(start))
     wider = {**TINY, "hidden": 64}
     with pytest.raises(ValueError, match="init_from"):
         train(_config(epochs=1, model=wider, init_from=str(start)), source=str(tiny_source),
