@@ -70,6 +70,11 @@ class TrainConfig:
     labels: str = "fer2013"                          # fer2013 | ferplus (FER+ majority; rows without one dropped)
     loader_workers: int = 1
 
+    def __post_init__(self):
+        # checked here, not in train(): a wrong config should fail before the data are decoded
+        if self.ema and self.swa_start:
+            raise ValueError("ema and swa_start are two kinds of weight averaging; set one of them")
+
     @classmethod
     def from_file(cls, path: str | Path, **overrides) -> "TrainConfig":
         import yaml
@@ -211,8 +216,6 @@ def train(cfg: TrainConfig, source: str | None = None, out_dir: str | Path | Non
     scheduler, per_batch = make_scheduler(opt, cfg, steps_per_epoch)
     ema = torch.optim.swa_utils.AveragedModel(
         model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
-    if cfg.ema and cfg.swa_start:
-        raise ValueError("ema and swa_start are two kinds of weight averaging; set one of them")
     swa = torch.optim.swa_utils.AveragedModel(model, use_buffers=False) if cfg.swa_start else None
     mixers = [m(alpha=a, num_classes=NUM_CLASSES) for m, a in ((v2.MixUp, cfg.mixup), (v2.CutMix, cfg.cutmix)) if a]
     mix = v2.RandomChoice(mixers) if mixers else None

@@ -58,12 +58,13 @@ def latency(model, repeats):
 def ensemble_rows(models) -> list[str]:
     """Mean probabilities of all shipped models, and of the subset that scores best on PublicTest
     (chosen there, with flip TTA, then reported once on PrivateTest)."""
-    def predictions(split, tta):
-        images, labels = to_arrays(load_fer2013(split))
-        return {m.name: predict_arrays(m.module, images, m.card, m.device, tta=tta) for m in models}, labels
+    def predictions(images, tta):
+        return {m.name: predict_arrays(m.module, images, m.card, m.device, tta=tta) for m in models}
 
-    valid_tta, valid_labels = predictions("valid", True)
-    (test, labels), (test_tta, _) = predictions("test", False), predictions("test", True)
+    valid_images, valid_labels = to_arrays(load_fer2013("valid"))
+    test_images, labels = to_arrays(load_fer2013("test"))   # decoded once for both passes
+    valid_tta = predictions(valid_images, True)
+    test, test_tta = predictions(test_images, False), predictions(test_images, True)
     chosen = select_ensemble(valid_tta, valid_labels)
     rows = []
     for title, names in ((f"ensemble of all {len(models)}", tuple(sorted(test))),
