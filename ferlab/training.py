@@ -65,6 +65,10 @@ class TrainConfig:
     ema: float = 0.0                                 # decay of a weight EMA; 0 disables
     swa_start: int | None = None                     # from this epoch on (1-based), average weights (SWA)
     init_from: str | None = None                     # start from this checkpoint's weights (name or folder)
+    distill_from: list | None = None                 # teacher checkpoints: knowledge distillation from their ensemble
+    distill_alpha: float = 0.5                       # weight of the distillation term; 1 - alpha on the labels
+    distill_temperature: float = 2.0
+    distill_tta: bool = True                         # teachers average each image and its mirror
     seed: int = 0
     half: bool = False                               # store the exported weights in float16
     labels: str = "fer2013"                          # fer2013 | ferplus (FER+ majority; rows without one dropped)
@@ -74,6 +78,14 @@ class TrainConfig:
         # checked here, not in train(): a wrong config should fail before the data are decoded
         if self.ema and self.swa_start:
             raise ValueError("ema and swa_start are two kinds of weight averaging; set one of them")
+        if self.distill_from is not None:
+            if isinstance(self.distill_from, str) or not self.distill_from:
+                raise ValueError("distill_from is a list of teacher checkpoints (names or folders)")
+            if self.mixup or self.cutmix:
+                raise ValueError("distill_from uses each training image's own teacher probabilities; "
+                                 "mixup/cutmix blend images, so they cannot be combined")
+            if not 0.0 <= self.distill_alpha <= 1.0 or self.distill_temperature <= 0:
+                raise ValueError("distill_alpha must be in [0, 1] and distill_temperature > 0")
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides) -> "TrainConfig":
@@ -94,27 +106,31 @@ def balanced_class_weights(labels: np.ndarray, num_classes: int = NUM_CLASSES) -
 
 
 class AugmentedBatches(torch.utils.data.Dataset):
-    """Indexable by a list of indices: returns one augmented uint8 batch and its labels."""
+    """Indexable by a list of indices: returns one augmented uint8 batch, its labels and, when
+    ``soft`` (teacher probabilities) is given, its rows for the same images."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform, soft: np.ndarray | None = None):
         self.images = torch.from_numpy(images).unsqueeze(1)  # (N, 1, H, W) uint8
         self.labels = torch.from_numpy(labels)
+        self.soft = torch.from_numpy(soft) if soft is not None else None
         self.transform = transform
 
     def __len__(self):
         return len(self.labels)
 
     def __getitem__(self, indices):
-        batch = self.images[indices]
-        return torch.stack([self.transform(img) for img in batch]), self.labels[indices]
+        batch = torch.stack([self.transform(img) for img in self.images[indices]])
+        if self.soft is None:
+            return batch, self.labels[indices]
+        return batch, self.labels[indices], self.soft[indices]
 
 
 def _worker_init(_):
     torch.set_num_threads(1)
 
 
-def make_loader(images, labels, cfg: TrainConfig, epoch: int):
-    dataset = AugmentedBatches(images, labels, augmentation(cfg.augmentation, images.shape[-1]))
+def make_loader(images, labels, cfg: TrainConfig, epoch: int, soft: np.ndarray | None = None):
+    dataset = AugmentedBatches(images, labels, augmentation(cfg.augmentation, images.shape[-1]), soft)
     generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
     sampler = torch.utils.data.BatchSampler(torch.utils.data.RandomSampler(dataset, generator=generator),
                                             cfg.batch_size, drop_last=True)
@@ -172,6 +188,45 @@ def make_scheduler(opt, cfg: TrainConfig, steps_per_epoch: int):
     raise ValueError(f"unknown schedule {cfg.schedule!r}; expected plateau, cosine, onecycle or none")
 
 
+def distillation_loss(logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton et al. (2015): KL(teacher_T || student_T) * T^2, where ``_T`` is the distribution at
+    temperature T.  The teacher is given as probabilities (an ensemble's mean), so its tempered
+    distribution is softmax(log p / T); the T^2 keeps gradient sizes comparable across T."""
+    t = temperature
+    teacher = torch.softmax(torch.log(teacher_probs.clamp_min(1e-8)) / t, dim=1)
+    return F.kl_div(F.log_softmax(logits / t, dim=1), teacher, reduction="batchmean") * t * t
+
+
+def teacher_probabilities(teachers: list, images: np.ndarray, out: Path, resume: bool,
+                          tta: bool = True) -> tuple[np.ndarray, list]:
+    """Mean (flip-TTA) probabilities of ``teachers`` on the (un-augmented) training images, cached in
+    ``out`` so a resumed run trains on the same targets; a resume whose teachers changed is refused.
+
+    Offline targets: each augmented view is matched to its clean image's teacher output, which
+    costs one pass instead of a teacher forward per batch (augmentations are mild geometry)."""
+    from .audit import weights_hash
+    from .checkpoints import load_model
+    models = [load_model(t, device="cpu") for t in teachers]
+    info = [{"name": m.name, "weights_hash": weights_hash(m), "tta": tta} for m in models]
+    cache, record = out / "teacher_probs.npy", out / "teachers.json"
+    if resume and cache.exists() and record.exists():
+        if json.loads(record.read_text()) != info:
+            raise ValueError(f"{out} was trained with teachers {record.read_text().strip()}; the config now "
+                             f"gives {info}: start a new run folder")
+        probs = np.load(cache)
+        if len(probs) == len(images):
+            return probs, info
+    for m in models:
+        if m.card["input_size"] != images.shape[-1]:
+            raise ValueError(f"teacher {m.name} takes {m.card['input_size']}px inputs; the student {images.shape[-1]}px")
+    probs = np.mean([predict_arrays(m.module, images, m.card, torch.device("cpu"), tta=tta) for m in models],
+                    axis=0).astype(np.float32)
+    np.save(str(cache) + ".tmp.npy", probs)
+    os.replace(str(cache) + ".tmp.npy", cache)
+    record.write_text(json.dumps(info) + "\n")
+    return probs, info
+
+
 def hardware() -> str:
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)} (CUDA)"
@@ -206,6 +261,7 @@ def train(cfg: TrainConfig, source: str | None = None, out_dir: str | Path | Non
 
     # ---- model, loss, optimizer, schedule
     initialized_from = _initialize(model, cfg, card) if cfg.init_from else None
+    soft, teachers = teacher_probabilities(cfg.distill_from, train_x, out, resume, cfg.distill_tta) if cfg.distill_from else (None, None)
     model.to(device)
     if device.type == "cpu":
         model.to(memory_format=torch.channels_last)
@@ -244,12 +300,12 @@ def train(cfg: TrainConfig, source: str | None = None, out_dir: str | Path | Non
         t0 = time.time()
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
-        batches = make_loader(train_x, train_y, cfg, epoch)
+        batches = make_loader(train_x, train_y, cfg, epoch, soft)
         if progress:
             from tqdm.auto import tqdm
             batches = tqdm(batches, total=steps_per_epoch, desc=f"{cfg.name} epoch {epoch + 1}/{cfg.epochs}",
                            leave=False, mininterval=1 if sys.stderr.isatty() else 60)
-        for xb, yb in batches:
+        for xb, yb, *teacher in batches:
             x = normalize(xb, card).to(device)
             y = yb.to(device)
             target = y
@@ -259,6 +315,9 @@ def train(cfg: TrainConfig, source: str | None = None, out_dir: str | Path | Non
                 x = x.contiguous(memory_format=torch.channels_last)
             logits = model(x)
             loss = criterion(logits, target)
+            if teacher:
+                kd = distillation_loss(logits, teacher[0].to(device), cfg.distill_temperature)
+                loss = cfg.distill_alpha * kd + (1 - cfg.distill_alpha) * loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -314,7 +373,7 @@ def train(cfg: TrainConfig, source: str | None = None, out_dir: str | Path | Non
             break
 
     return export_best(cfg, out, source, card, train_x, train_y, valid_x, valid_y, history, best, wall, command,
-                       initialized_from)
+                       initialized_from, teachers)
 
 
 def _initialize(model, cfg: TrainConfig, card: dict) -> dict:
@@ -347,7 +406,7 @@ def _recompute_batchnorm(model, train_x, train_y, card, cfg, epoch, device):
 
 
 def export_best(cfg, out, source, card, train_x, train_y, valid_x, valid_y, history, best, wall, command,
-                initialized_from=None) -> Path:
+                initialized_from=None, teachers=None) -> Path:
     """Rebuild the best epoch, score it on valid, write weights + card to ``out``."""
     from safetensors.torch import load_file
 
@@ -366,7 +425,8 @@ def export_best(cfg, out, source, card, train_x, train_y, valid_x, valid_y, hist
         "command": command,
         "training": {"epochs_run": len(history), "best_epoch": best["epoch"], "wall_seconds": round(wall, 1),
                      "hardware": hardware(), "torch": torch.__version__,
-                     **({"initialized_from": initialized_from} if initialized_from else {})},
+                     **({"initialized_from": initialized_from} if initialized_from else {}),
+                     **({"distilled_from": teachers} if teachers else {})},
         "mflops": round(counter.get_total_flops() / 1e6, 2),
         "metrics": {"valid": classification_metrics(valid_y, probs),
                     "valid_tta": classification_metrics(valid_y, probs_tta)},

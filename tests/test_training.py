@@ -169,3 +169,72 @@ def test_init_from_starts_at_the_checkpoint_and_refuses_a_different_network(tiny
     with pytest.raises(ValueError, match="ema and swa_start"):
         train(_config(epochs=1, ema=0.9, swa_start=1), source=str(tiny_source), out_dir=tmp_path / "both",
               progress=False)
+
+
+def test_distillation_loss_is_zero_at_the_teacher_and_matches_a_hand_computation():
+    from ferlab.training import distillation_loss
+    teacher = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    assert distillation_loss(torch.log(teacher), teacher, 2.0).item() == pytest.approx(0.0, abs=1e-6)
+    logits = torch.tensor([[1.0, 0.0, -1.0], [0.0, 0.5, 0.2]])
+    t = 3.0
+    p = teacher ** (1 / t) / (teacher ** (1 / t)).sum(1, keepdim=True)  # softmax(log p / T)
+    q = torch.softmax(logits / t, 1)
+    expected = (p * (p / q).log()).sum(1).mean() * t * t
+    assert distillation_loss(logits, teacher, t).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def _shifted_teacher(start, folder):
+    """A copy of ``start`` whose output classes are rotated by one: it says class c+1 for class c."""
+    from ferlab.checkpoints import save_checkpoint
+    model = load_model(start)
+    last = model.module.classifier[-1]
+    with torch.no_grad():
+        last.weight.copy_(last.weight.roll(1, dims=0))
+        last.bias.copy_(last.bias.roll(1, dims=0))
+    return save_checkpoint(model.module, model.card, folder)
+
+
+def test_distillation_follows_the_teachers_soft_labels(tiny_source, tmp_path):
+    start = train(_config(epochs=6), source=str(tiny_source), out_dir=tmp_path / "start", progress=False)
+    teacher = _shifted_teacher(start, tmp_path / "shifted")
+    from ferlab.training import load_split
+    from ferlab.evaluation import predict_arrays
+    valid_x, valid_y = load_split("valid", str(tiny_source), 48)
+
+    def student(alpha, out):
+        # no flip TTA: the generated classes are marks at mirrored places, so a flip changes the class
+        run = train(_config(epochs=6, distill_from=[str(teacher)], distill_alpha=alpha, distill_temperature=1.0,
+                            distill_tta=False),
+                    source=str(tiny_source), out_dir=tmp_path / out, progress=False)
+        model = load_model(run)
+        # the last epoch's weights: the exported epoch is chosen on the true labels, which a
+        # student of the rotated teacher is meant to get wrong
+        model.module.load_state_dict(torch.load(run / "state.pt", weights_only=True)["model"])
+        return model, predict_arrays(model.module, valid_x, model.card).argmax(1)
+
+    # all weight on the teacher: the student learns the rotated classes, so the targets really are
+    # the teacher's, row for row (a shuffled pairing of images and soft labels would not learn this)
+    follower, predicted = student(1.0, "follower")
+    assert (predicted == (valid_y + 1) % 7).mean() > 0.8
+    record = follower.card["training"]["distilled_from"]
+    assert record == [{"name": "shifted", "weights_hash": weights_hash(load_model(teacher)), "tta": False}]
+    # no weight on the teacher: the labels win
+    _, predicted = student(0.0, "labels")
+    assert (predicted == valid_y).mean() > 0.8
+
+
+def test_distillation_resume_reuses_its_targets_and_refuses_other_teachers(tiny_source, tmp_path):
+    a = train(_config(epochs=1), source=str(tiny_source), out_dir=tmp_path / "a", progress=False)
+    b = train(_config(epochs=1, seed=5), source=str(tiny_source), out_dir=tmp_path / "b", progress=False)
+    out = tmp_path / "student"
+    train(_config(epochs=1, distill_from=[str(a)]), source=str(tiny_source), out_dir=out, progress=False)
+    cached = np.load(out / "teacher_probs.npy")
+    assert cached.shape == (210, 7) and np.allclose(cached.sum(1), 1, atol=1e-5)
+    train(_config(epochs=2, distill_from=[str(a)]), source=str(tiny_source), out_dir=out, resume=True, progress=False)
+    assert len(_log(out)) == 2
+    with pytest.raises(ValueError, match="start a new run folder"):
+        train(_config(epochs=3, distill_from=[str(b)]), source=str(tiny_source), out_dir=out, resume=True,
+              progress=False)
+    for bad in (dict(distill_from="cnn"), dict(distill_from=["cnn"], mixup=0.2), dict(distill_from=["cnn"], distill_alpha=2)):
+        with pytest.raises(ValueError, match="distill"):
+            _config(**bad)
