@@ -197,33 +197,33 @@ def distillation_loss(logits: torch.Tensor, teacher_probs: torch.Tensor, tempera
     return F.kl_div(F.log_softmax(logits / t, dim=1), teacher, reduction="batchmean") * t * t
 
 
-def teacher_probabilities(teachers: list, images: np.ndarray, out: Path, resume: bool,
+def teacher_probabilities(teachers: list, images: np.ndarray, labels: np.ndarray, out: Path, resume: bool,
                           tta: bool = True) -> tuple[np.ndarray, list]:
     """Mean (flip-TTA) probabilities of ``teachers`` on the (un-augmented) training images, cached in
-    ``out`` so a resumed run trains on the same targets; a resume whose teachers changed is refused.
+    ``out`` so a resumed run trains on the same targets; a resume whose teachers or training data
+    changed is refused.  Returns the probabilities and, per teacher, its name and weights hash.
 
     Offline targets: each augmented view is matched to its clean image's teacher output, which
-    costs one pass instead of a teacher forward per batch (augmentations are mild geometry)."""
+    costs one pass instead of a teacher forward per batch (the augmentations are mild geometry)."""
     from .audit import weights_hash
     from .checkpoints import load_model
     models = [load_model(t, device="cpu") for t in teachers]
-    info = [{"name": m.name, "weights_hash": weights_hash(m), "tta": tta} for m in models]
-    cache, record = out / "teacher_probs.npy", out / "teachers.json"
-    if resume and cache.exists() and record.exists():
-        if json.loads(record.read_text()) != info:
-            raise ValueError(f"{out} was trained with teachers {record.read_text().strip()}; the config now "
-                             f"gives {info}: start a new run folder")
-        probs = np.load(cache)
-        if len(probs) == len(images):
-            return probs, info
     for m in models:
         if m.card["input_size"] != images.shape[-1]:
             raise ValueError(f"teacher {m.name} takes {m.card['input_size']}px inputs; the student {images.shape[-1]}px")
+    info = [{"name": m.name, "weights_hash": weights_hash(m), "tta": tta} for m in models]
+    record = {"teachers": info, "train_fingerprint": fingerprint(images, labels)}
+    cache, record_path = out / "teacher_probs.npy", out / "teachers.json"
+    if resume and cache.exists() and record_path.exists():
+        if json.loads(record_path.read_text()) != record:
+            raise ValueError(f"{out} was trained with {record_path.read_text().strip()}; this run has {record}: "
+                             "start a new run folder")
+        return np.load(cache), info
     probs = np.mean([predict_arrays(m.module, images, m.card, torch.device("cpu"), tta=tta) for m in models],
                     axis=0).astype(np.float32)
     np.save(str(cache) + ".tmp.npy", probs)
     os.replace(str(cache) + ".tmp.npy", cache)
-    record.write_text(json.dumps(info) + "\n")
+    record_path.write_text(json.dumps(record) + "\n")
     return probs, info
 
 
@@ -261,7 +261,9 @@ def train(cfg: TrainConfig, source: str | None = None, out_dir: str | Path | Non
 
     # ---- model, loss, optimizer, schedule
     initialized_from = _initialize(model, cfg, card) if cfg.init_from else None
-    soft, teachers = teacher_probabilities(cfg.distill_from, train_x, out, resume, cfg.distill_tta) if cfg.distill_from else (None, None)
+    soft, teachers = None, None
+    if cfg.distill_from:
+        soft, teachers = teacher_probabilities(cfg.distill_from, train_x, train_y, out, resume, cfg.distill_tta)
     model.to(device)
     if device.type == "cpu":
         model.to(memory_format=torch.channels_last)
@@ -315,7 +317,7 @@ def train(cfg: TrainConfig, source: str | None = None, out_dir: str | Path | Non
                 x = x.contiguous(memory_format=torch.channels_last)
             logits = model(x)
             loss = criterion(logits, target)
-            if teacher:
+            if teacher:  # the logged train_loss is this mixed objective
                 kd = distillation_loss(logits, teacher[0].to(device), cfg.distill_temperature)
                 loss = cfg.distill_alpha * kd + (1 - cfg.distill_alpha) * loss
             opt.zero_grad(set_to_none=True)

@@ -230,8 +230,9 @@ def test_distillation_resume_reuses_its_targets_and_refuses_other_teachers(tiny_
     train(_config(epochs=1, distill_from=[str(a)]), source=str(tiny_source), out_dir=out, progress=False)
     cached = np.load(out / "teacher_probs.npy")
     assert cached.shape == (210, 7) and np.allclose(cached.sum(1), 1, atol=1e-5)
+    written = (out / "teacher_probs.npy").stat().st_mtime_ns
     train(_config(epochs=2, distill_from=[str(a)]), source=str(tiny_source), out_dir=out, resume=True, progress=False)
-    assert len(_log(out)) == 2
+    assert len(_log(out)) == 2 and (out / "teacher_probs.npy").stat().st_mtime_ns == written
     with pytest.raises(ValueError, match="start a new run folder"):
         train(_config(epochs=3, distill_from=[str(b)]), source=str(tiny_source), out_dir=out, resume=True,
               progress=False)
