@@ -29,4 +29,5 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/app_speed.py --out results/app_speed.md
 	$(PY) benchmarks/audit_speed.py --out results/audit_speed.md
 	$(PY) benchmarks/mislabel.py --out results/mislabel.md
+	$(PY) benchmarks/storage.py --out results/storage.md
 	$(PY) benchmarks/load.py --out results/load.md

@@ -75,14 +75,67 @@ def base_card(model: FERNet, mean, std) -> dict:
     }
 
 
-def save_checkpoint(model: FERNet, card: dict, out_dir: str | Path, half: bool = False) -> Path:
-    """Write weights and card atomically into ``out_dir``; returns the folder."""
+STORAGE_DTYPES = ("float32", "float16", "int8")
+INT8_SCALE = ".int8_scale"  # suffix of the per-output-channel scales of an int8-stored tensor
+
+
+def quantize_int8(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Symmetric per-output-channel int8 for every floating tensor with >= 2 dims (conv and
+    linear weights, nearly all the bytes); biases and BatchNorm stay float32.  ``w`` is stored as
+    ``round(w / s)`` with ``s = max|w| / 127`` per output channel, and ``s`` as ``<name>.int8_scale``."""
+    out = {}
+    for name, w in tensors.items():
+        if not w.is_floating_point() or w.dim() < 2:
+            out[name] = w
+            continue
+        w = w.float()
+        scale = w.abs().flatten(1).amax(1).clamp_min(1e-12) / 127
+        out[name] = torch.round(w / scale.view(-1, *[1] * (w.dim() - 1))).clamp(-127, 127).to(torch.int8)
+        out[name + INT8_SCALE] = scale
+    return out
+
+
+def dequantize_int8(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse of ``quantize_int8`` (float32); tensors without a scale pass through."""
+    out = {k: v for k, v in tensors.items() if not k.endswith(INT8_SCALE)}
+    for key in tensors:
+        if not key.endswith(INT8_SCALE):
+            continue
+        name, scale = key[:-len(INT8_SCALE)], tensors[key]
+        q = out.get(name)
+        if q is None or q.dtype != torch.int8 or q.dim() < 2 or scale.shape != (q.shape[0],):
+            raise ValueError(f"{key} does not match an int8 tensor {name!r} with {scale.numel()} output channels")
+        out[name] = q.float() * scale.float().view(-1, *[1] * (q.dim() - 1))
+    return out
+
+
+def stored(tensors: dict[str, torch.Tensor], storage: str) -> dict[str, torch.Tensor]:
+    """``tensors`` as they come back after saving with ``storage`` (float32), so that what is
+    measured before saving is what loads."""
+    if storage == "float16":
+        return {k: v.half().float() if v.is_floating_point() else v for k, v in tensors.items()}
+    if storage == "int8":
+        return dequantize_int8(quantize_int8(tensors))
+    if storage == "float32":
+        return dict(tensors)
+    raise ValueError(f"unknown storage {storage!r}; expected one of {', '.join(STORAGE_DTYPES)}")
+
+
+def save_checkpoint(model: FERNet, card: dict, out_dir: str | Path, half: bool = False,
+                    storage: str | None = None) -> Path:
+    """Write weights and card atomically into ``out_dir``; returns the folder.  ``storage``:
+    float32 (default), float16 (``half=True``) or int8 (``quantize_int8``); weights load as float32."""
+    storage = storage or ("float16" if half else "float32")
+    if storage not in STORAGE_DTYPES:
+        raise ValueError(f"unknown storage {storage!r}; expected one of {', '.join(STORAGE_DTYPES)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    if half:
+    if storage == "float16":
         tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
-    card = dict(card, storage_dtype="float16" if half else "float32")
+    elif storage == "int8":
+        tensors = {k: v.contiguous() for k, v in quantize_int8(tensors).items()}
+    card = dict(card, storage_dtype=storage)
     tmp_w, tmp_c = out / (WEIGHTS_FILE + ".tmp"), out / (CARD_FILE + ".tmp")
     save_file(tensors, str(tmp_w), metadata={"architecture": card["architecture"]})
     tmp_c.write_text(json.dumps(card, indent=2, default=_json_default) + "\n")
@@ -148,9 +201,13 @@ def load_weights(folder: Path) -> dict[str, torch.Tensor]:
         hint = f" (found {', '.join(pickles)}: pickled checkpoints are refused)" if pickles else ""
         raise CheckpointError(f"{folder} has no {WEIGHTS_FILE}{hint}")
     try:
-        return load_file(str(weights))
+        tensors = load_file(str(weights))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{weights} is corrupt or truncated ({exc}); re-download or re-export it") from exc
+    try:
+        return dequantize_int8(tensors)
+    except ValueError as exc:
+        raise CheckpointError(f"{weights}: {exc}") from exc
 
 
 def list_models(folder: str | Path | None = None) -> list[str]:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms import v2
 
-from .checkpoints import base_card, pick_device, save_checkpoint
+from .checkpoints import STORAGE_DTYPES, base_card, pick_device, save_checkpoint, stored
 from .data import default_source, ferplus_labels, fingerprint, load_fer2013, to_arrays
 from .evaluation import predict_arrays
 from .labels import NUM_CLASSES
@@ -70,7 +70,8 @@ class TrainConfig:
     distill_temperature: float = 2.0
     distill_tta: bool = True                         # teachers average each image and its mirror
     seed: int = 0
-    half: bool = False                               # store the exported weights in float16
+    half: bool = False                               # store the exported weights in float16 (= storage: float16)
+    storage: str | None = None                       # float32 | float16 | int8 (ferlab.checkpoints.save_checkpoint)
     labels: str = "fer2013"                          # fer2013 | ferplus (FER+ majority; rows without one dropped)
     loader_workers: int = 1
 
@@ -78,6 +79,9 @@ class TrainConfig:
         # checked here, not in train(): a wrong config should fail before the data are decoded
         if self.ema and self.swa_start:
             raise ValueError("ema and swa_start are two kinds of weight averaging; set one of them")
+        if self.storage not in (None, *STORAGE_DTYPES) or (self.half and self.storage not in (None, "float16")):
+            raise ValueError(f"storage {self.storage!r} with half={self.half}: set storage to one of "
+                             f"{', '.join(STORAGE_DTYPES)} (half: true is storage: float16)")
         if self.distill_from is not None:
             if isinstance(self.distill_from, str) or not self.distill_from:
                 raise ValueError("distill_from is a list of teacher checkpoints (names or folders)")
@@ -413,7 +417,10 @@ def export_best(cfg, out, source, card, train_x, train_y, valid_x, valid_y, hist
     from safetensors.torch import load_file
 
     model = create_model(cfg.architecture, **cfg.model)
-    model.load_state_dict(load_file(str(out / "best" / "model.safetensors")))
+    # the weights as the chosen storage will load them: the card's metrics are the shipped weights'
+    storage = cfg.storage or ("float16" if cfg.half else "float32")
+    best_weights = load_file(str(out / "best" / "model.safetensors"))
+    model.load_state_dict(stored(best_weights, storage))
     model.eval()
     probs = predict_arrays(model, valid_x, card, torch.device("cpu"))
     probs_tta = predict_arrays(model, valid_x, card, torch.device("cpu"), tta=True)
@@ -434,7 +441,8 @@ def export_best(cfg, out, source, card, train_x, train_y, valid_x, valid_y, hist
                     "valid_tta": classification_metrics(valid_y, probs_tta)},
     }
     full = _export_card(model, cfg, card["mean"], card["std"], extra)
-    save_checkpoint(model, full, out, half=cfg.half)
+    model.load_state_dict(best_weights)  # quantize once, from the float32 weights
+    save_checkpoint(model, full, out, storage=storage)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     return out
 

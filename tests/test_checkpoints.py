@@ -13,7 +13,7 @@ from tests.synthetic import make_arrays
 TINY = {"widths": [8, 16, 16, 16], "hidden": 32}
 
 
-def _saved(tmp_path, name="tiny", half=False, **cfg):
+def _saved(tmp_path, name="tiny", half=False, storage=None, **cfg):
     torch.manual_seed(1)
     model = create_model("cnn", **(cfg or TINY)).eval()
     for m in model.modules():  # non-trivial BatchNorm statistics must survive the round trip
@@ -21,7 +21,7 @@ def _saved(tmp_path, name="tiny", half=False, **cfg):
             m.running_mean.uniform_(-1, 1)
             m.running_var.uniform_(0.5, 2)
     card = base_card(model, [0.5], [0.5])
-    return model, save_checkpoint(model, card, tmp_path / name, half=half)
+    return model, save_checkpoint(model, card, tmp_path / name, half=half, storage=storage)
 
 
 def test_round_trip_is_exact(tmp_path):
@@ -128,3 +128,36 @@ def test_training_summary_counts_the_checkpoint_a_fine_tune_started_from():
     card["training"]["initialized_from"] = {"name": "cnn", "epochs_run": 60, "wall_seconds": 9000}
     assert training_summary(card) == "12 epochs after cnn's 60, 3.0 h on cpu"
     assert training_summary({}) == "not recorded"
+
+
+def test_int8_storage_round_trip_is_close_and_small(tmp_path):
+    model, folder = _saved(tmp_path, storage="int8")
+    _, exact = _saved(tmp_path, "exact")
+    loaded = load_model(folder, device="cpu")
+    assert loaded.card["storage_dtype"] == "int8"
+    assert (folder / "model.safetensors").stat().st_size < 0.35 * (exact / "model.safetensors").stat().st_size
+    state = loaded.module.state_dict()
+    for name, w in model.state_dict().items():
+        assert state[name].dtype == w.dtype, name
+        if w.is_floating_point() and w.dim() >= 2:  # quantized: within half a step of its channel's scale
+            step = w.abs().flatten(1).amax(1) / 127
+            err = (state[name] - w).abs().flatten(1).amax(1)
+            assert torch.all(err <= step / 2 + 1e-7), name
+            assert not torch.equal(state[name], w)
+        else:  # biases and BatchNorm statistics are kept exactly
+            assert torch.equal(state[name], w), name
+    x = torch.randn(4, 1, 48, 48)
+    assert torch.allclose(torch.softmax(model(x), 1), torch.softmax(loaded.module(x), 1), atol=2e-2)
+
+
+def test_int8_scales_that_match_no_tensor_are_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+    _, folder = _saved(tmp_path, storage="int8")
+    tensors = load_file(str(folder / "model.safetensors"))
+    scale = next(k for k in tensors if k.endswith(".int8_scale"))
+    tensors[scale] = torch.ones(tensors[scale].numel() + 1)
+    save_file(tensors, str(folder / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="int8_scale"):
+        load_model(folder)
+    with pytest.raises(ValueError, match="storage"):
+        save_checkpoint(create_model("cnn", **TINY), {"architecture": "cnn"}, tmp_path / "x", storage="int4")

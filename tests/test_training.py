@@ -239,3 +239,22 @@ def test_distillation_resume_reuses_its_targets_and_refuses_other_teachers(tiny_
     for bad in (dict(distill_from="cnn"), dict(distill_from=["cnn"], mixup=0.2), dict(distill_from=["cnn"], distill_alpha=2)):
         with pytest.raises(ValueError, match="distill"):
             _config(**bad)
+
+
+def test_int8_export_card_metrics_are_the_stored_weights(tiny_source, tmp_path):
+    from ferlab.evaluation import predict_arrays
+    from ferlab.training import load_split
+    out = train(_config(epochs=2, storage="int8"), source=str(tiny_source), out_dir=tmp_path / "run", progress=False)
+    model = load_model(out)
+    assert model.card["storage_dtype"] == "int8"
+    x, y = load_split("valid", str(tiny_source), 48)
+    probs = predict_arrays(model.module, x, model.card)
+    assert model.card["metrics"]["valid"]["accuracy"] == pytest.approx(float((probs.argmax(1) == y).mean()))
+    from safetensors.torch import load_file
+    from ferlab.checkpoints import stored
+    best = load_file(str(out / "best" / "model.safetensors"))  # the selected epoch, float32
+    expected = stored(best, "int8")
+    for name, w in model.module.state_dict().items():
+        assert torch.equal(w, expected[name]), name
+    with pytest.raises(ValueError, match="storage"):
+        _config(half=True, storage="int8")
