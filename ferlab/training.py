@@ -211,7 +211,7 @@ def teacher_probabilities(teachers: list, images: np.ndarray, labels: np.ndarray
     costs one pass instead of a teacher forward per batch (the augmentations are mild geometry)."""
     from .audit import weights_hash
     from .checkpoints import load_model
-    models = [load_model(t, device="cpu") for t in teachers]
+    models = [load_model(t) for t in teachers]  # on the GPU when there is one, like the student
     for m in models:
         if m.card["input_size"] != images.shape[-1]:
             raise ValueError(f"teacher {m.name} takes {m.card['input_size']}px inputs; the student {images.shape[-1]}px")
@@ -223,7 +223,7 @@ def teacher_probabilities(teachers: list, images: np.ndarray, labels: np.ndarray
             raise ValueError(f"{out} was trained with {record_path.read_text().strip()}; this run has {record}: "
                              "start a new run folder")
         return np.load(cache), info
-    probs = np.mean([predict_arrays(m.module, images, m.card, torch.device("cpu"), tta=tta) for m in models],
+    probs = np.mean([predict_arrays(m.module, images, m.card, m.device, tta=tta) for m in models],
                     axis=0).astype(np.float32)
     np.save(str(cache) + ".tmp.npy", probs)
     os.replace(str(cache) + ".tmp.npy", cache)
