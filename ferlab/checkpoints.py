@@ -109,32 +109,31 @@ def dequantize_int8(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return out
 
 
-def stored(tensors: dict[str, torch.Tensor], storage: str) -> dict[str, torch.Tensor]:
-    """``tensors`` as they come back after saving with ``storage`` (float32), so that what is
-    measured before saving is what loads."""
-    if storage == "float16":
-        return {k: v.half().float() if v.is_floating_point() else v for k, v in tensors.items()}
-    if storage == "int8":
-        return dequantize_int8(quantize_int8(tensors))
+def encode_weights(tensors: dict[str, torch.Tensor], storage: str) -> dict[str, torch.Tensor]:
+    """``tensors`` in the form ``storage`` writes them: float32 as they are, float16 halved, int8
+    through ``quantize_int8``."""
     if storage == "float32":
         return dict(tensors)
+    if storage == "float16":
+        return {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+    if storage == "int8":
+        return quantize_int8(tensors)
     raise ValueError(f"unknown storage {storage!r}; expected one of {', '.join(STORAGE_DTYPES)}")
 
 
-def save_checkpoint(model: FERNet, card: dict, out_dir: str | Path, half: bool = False,
-                    storage: str | None = None) -> Path:
+def stored(tensors: dict[str, torch.Tensor], storage: str) -> dict[str, torch.Tensor]:
+    """``tensors`` as they come back after saving with ``storage`` (float32), so that what is
+    measured before saving is what loads."""
+    decoded = dequantize_int8(encode_weights(tensors, storage))
+    return {k: v.float() if v.is_floating_point() else v for k, v in decoded.items()}
+
+
+def save_checkpoint(model: FERNet, card: dict, out_dir: str | Path, storage: str = "float32") -> Path:
     """Write weights and card atomically into ``out_dir``; returns the folder.  ``storage``:
-    float32 (default), float16 (``half=True``) or int8 (``quantize_int8``); weights load as float32."""
-    storage = storage or ("float16" if half else "float32")
-    if storage not in STORAGE_DTYPES:
-        raise ValueError(f"unknown storage {storage!r}; expected one of {', '.join(STORAGE_DTYPES)}")
+    float32, float16 or int8 (``encode_weights``); every storage loads as float32."""
+    tensors = encode_weights({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, storage)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    if storage == "float16":
-        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
-    elif storage == "int8":
-        tensors = {k: v.contiguous() for k, v in quantize_int8(tensors).items()}
     card = dict(card, storage_dtype=storage)
     tmp_w, tmp_c = out / (WEIGHTS_FILE + ".tmp"), out / (CARD_FILE + ".tmp")
     save_file(tensors, str(tmp_w), metadata={"architecture": card["architecture"]})

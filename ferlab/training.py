@@ -71,7 +71,7 @@ class TrainConfig:
     distill_tta: bool = True                         # teachers average each image and its mirror
     seed: int = 0
     half: bool = False                               # store the exported weights in float16 (= storage: float16)
-    storage: str | None = None                       # float32 | float16 | int8 (ferlab.checkpoints.save_checkpoint)
+    storage: str | None = None                       # float32 | float16 | int8; unset: float16 if half else float32
     labels: str = "fer2013"                          # fer2013 | ferplus (FER+ majority; rows without one dropped)
     loader_workers: int = 1
 
@@ -82,6 +82,7 @@ class TrainConfig:
         if self.storage not in (None, *STORAGE_DTYPES) or (self.half and self.storage not in (None, "float16")):
             raise ValueError(f"storage {self.storage!r} with half={self.half}: set storage to one of "
                              f"{', '.join(STORAGE_DTYPES)} (half: true is storage: float16)")
+        self.storage = self.storage or ("float16" if self.half else "float32")
         if self.distill_from is not None:
             if isinstance(self.distill_from, str) or not self.distill_from:
                 raise ValueError("distill_from is a list of teacher checkpoints (names or folders)")
@@ -418,9 +419,8 @@ def export_best(cfg, out, source, card, train_x, train_y, valid_x, valid_y, hist
 
     model = create_model(cfg.architecture, **cfg.model)
     # the weights as the chosen storage will load them: the card's metrics are the shipped weights'
-    storage = cfg.storage or ("float16" if cfg.half else "float32")
     best_weights = load_file(str(out / "best" / "model.safetensors"))
-    model.load_state_dict(stored(best_weights, storage))
+    model.load_state_dict(stored(best_weights, cfg.storage))
     model.eval()
     probs = predict_arrays(model, valid_x, card, torch.device("cpu"))
     probs_tta = predict_arrays(model, valid_x, card, torch.device("cpu"), tta=True)
@@ -442,7 +442,7 @@ def export_best(cfg, out, source, card, train_x, train_y, valid_x, valid_y, hist
     }
     full = _export_card(model, cfg, card["mean"], card["std"], extra)
     model.load_state_dict(best_weights)  # quantize once, from the float32 weights
-    save_checkpoint(model, full, out, storage=storage)
+    save_checkpoint(model, full, out, storage=cfg.storage)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     return out
 

@@ -13,7 +13,7 @@ from tests.synthetic import make_arrays
 TINY = {"widths": [8, 16, 16, 16], "hidden": 32}
 
 
-def _saved(tmp_path, name="tiny", half=False, storage=None, **cfg):
+def _saved(tmp_path, name="tiny", storage="float32", **cfg):
     torch.manual_seed(1)
     model = create_model("cnn", **(cfg or TINY)).eval()
     for m in model.modules():  # non-trivial BatchNorm statistics must survive the round trip
@@ -21,7 +21,7 @@ def _saved(tmp_path, name="tiny", half=False, storage=None, **cfg):
             m.running_mean.uniform_(-1, 1)
             m.running_var.uniform_(0.5, 2)
     card = base_card(model, [0.5], [0.5])
-    return model, save_checkpoint(model, card, tmp_path / name, half=half, storage=storage)
+    return model, save_checkpoint(model, card, tmp_path / name, storage=storage)
 
 
 def test_round_trip_is_exact(tmp_path):
@@ -37,7 +37,7 @@ def test_round_trip_is_exact(tmp_path):
 
 
 def test_half_storage_round_trip(tmp_path):
-    model, folder = _saved(tmp_path, half=True)
+    model, folder = _saved(tmp_path, storage="float16")
     loaded = load_model(folder, device="cpu")
     assert loaded.card["storage_dtype"] == "float16"
     x = torch.randn(4, 1, 48, 48)
