@@ -7,7 +7,6 @@ Weights of the suspect score are tuned on PublicTest (valid); the table is measu
 self-confidence) on the same ensemble probabilities, and a random ranking, whose expected
 precision is the base rate.  Ground truth: FER+ majority != FER2013 label (see ferlab.audit).
 """
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks import report  # noqa: E402
+from benchmarks import checkpoints_parser, report  # noqa: E402
 
 from ferlab import list_models  # noqa: E402
 from ferlab.audit import audit, ranking_metrics, tune_suspect_weights  # noqa: E402
@@ -43,11 +42,7 @@ def table(test, weights=None, seeds=20):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", action="append", help="default: every shipped checkpoint")
-    parser.add_argument("--source")
-    parser.add_argument("--out")
-    args = parser.parse_args(argv)
+    args = checkpoints_parser(__doc__).parse_args(argv)
     models = args.checkpoint or list_models()
     if not models:
         sys.exit("no checkpoints: train one first")

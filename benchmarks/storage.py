@@ -8,7 +8,6 @@ PrivateTest, and the largest change of any class probability against float32.  T
 the file sizes of an untrained ``vgg19`` (20 M parameters), the model the 25 MB limit keeps out:
 sizes do not depend on training.
 """
-import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks import report  # noqa: E402
+from benchmarks import checkpoints_parser, report  # noqa: E402
 
 from ferlab import list_models, load_model  # noqa: E402
 from ferlab.checkpoints import STORAGE_DTYPES, WEIGHTS_FILE, base_card, save_checkpoint  # noqa: E402
@@ -27,11 +26,7 @@ from ferlab.training import load_split  # noqa: E402
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", action="append", help="default: every shipped checkpoint")
-    parser.add_argument("--source")
-    parser.add_argument("--out")
-    args = parser.parse_args(argv)
+    args = checkpoints_parser(__doc__).parse_args(argv)
     from ferlab.data import default_source
     source = str(args.source or default_source())
     splits = {"PublicTest": load_split("valid", source, 48), "PrivateTest": load_split("test", source, 48)}
