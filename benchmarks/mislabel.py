@@ -43,7 +43,7 @@ def table(test, weights=None, seeds=20):
 
 def main(argv=None):
     args = checkpoints_parser(__doc__).parse_args(argv)
-    models = args.checkpoint or list_models()
+    models = args.checkpoint or list_models(labels="fer2013")   # a FER+-trained model would know the answers
     if not models:
         sys.exit("no checkpoints: train one first")
     weights = tune_suspect_weights(audit(models, "valid", args.source, progress=False))

@@ -209,12 +209,21 @@ def load_weights(folder: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{weights}: {exc}") from exc
 
 
-def list_models(folder: str | Path | None = None) -> list[str]:
-    """Names of the checkpoints in ``folder`` (default ``checkpoints/`` or ``FERLAB_CHECKPOINTS``)."""
+def trained_labels(card: dict) -> str:
+    """The label set a checkpoint was trained on: ``fer2013`` (the default) or ``ferplus``."""
+    return card.get("data", {}).get("labels", "fer2013")
+
+
+def list_models(folder: str | Path | None = None, labels: str | None = None) -> list[str]:
+    """Names of the checkpoints in ``folder`` (default ``checkpoints/`` or ``FERLAB_CHECKPOINTS``);
+    with ``labels``, only those trained on that label set (``fer2013`` or ``ferplus``)."""
     root = Path(folder) if folder is not None else checkpoints_dir()
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if (p / CARD_FILE).is_file() and (p / WEIGHTS_FILE).is_file())
+    names = sorted(p.name for p in root.iterdir() if (p / CARD_FILE).is_file() and (p / WEIGHTS_FILE).is_file())
+    if labels is not None:
+        names = [n for n in names if trained_labels(read_card(root / n)) == labels]
+    return names
 
 
 @dataclass
@@ -293,7 +302,7 @@ def card_markdown(card: dict, name: str | None = None) -> str:
              f"- explainable layers: {', '.join(f'`{x}`' for x in card.get('explainable_layers', []))}; Grad-CAM default "
              f"`{card.get('default_layer')}`; CAM {'yes' if card.get('supports_cam') else 'no'}"]
     if data:
-        lines.append(f"- data: `{data.get('source')}`, labels {data.get('labels', 'fer2013')}, {data.get('train_size')} "
+        lines.append(f"- data: `{data.get('source')}`, labels {trained_labels(card)}, {data.get('train_size')} "
                      f"training images (fingerprint `{data.get('train_fingerprint')}`), selected on PublicTest")
     if t:
         lines.append(f"- training: {training_summary(card)} (best epoch {t.get('best_epoch')}), torch {t.get('torch')}")

@@ -150,7 +150,15 @@ def test_cli_scores_split_and_folder(trained_marks, flipped_source, tmp_path):
 def browser_store(trained_marks, flipped_source, tmp_path_factory):
     folder = tmp_path_factory.mktemp("ck")
     save_checkpoint(trained_marks.module, trained_marks.card, folder / "marks")
+    # the same net labelled as trained on FER+ majority labels: the browser must leave it out
+    plus_card = {**trained_marks.card, "data": {**trained_marks.card.get("data", {}), "labels": "ferplus"}}
+    save_checkpoint(trained_marks.module, plus_card, folder / "marks_plus")
     return AuditStore(ModelRegistry(folder), source=str(flipped_source))
+
+
+def test_browser_leaves_out_ferplus_trained_models(browser_store):
+    assert browser_store.registry.names() == ["marks", "marks_plus"]
+    assert list(browser_store.get("test").result.probabilities) == ["marks"]
 
 
 def test_browser_filters(browser_store):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from ferlab import list_models, load_model
+from ferlab.checkpoints import trained_labels
 from ferlab.models import create_model
 from tests.synthetic import make_arrays
 
@@ -24,14 +25,16 @@ def test_shipped_checkpoint_loads_and_predicts(name):
     for key in ("data", "command", "training", "mflops", "metrics"):
         assert key in card, key
     assert {"valid", "test", "test_full", "test_tta"} <= set(card["metrics"])
+    other = "ferplus" if trained_labels(card) == "fer2013" else "fer2013"
+    assert {f"test_{other}", f"test_{other}_tta"} <= set(card["metrics"]), "ship.py scores both label sets"
 
 
 @pytest.mark.realdata
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_accuracy_reproduces(name):
-    from ferlab.data import load_fer2013, to_arrays
     from ferlab.evaluation import predict_arrays
+    from ferlab.training import load_split
     model = load_model(name, device="cpu")
-    images, labels = to_arrays(load_fer2013("test"), model.card["input_size"])
+    images, labels = load_split("test", None, model.card["input_size"], trained_labels(model.card))
     acc = float((predict_arrays(model.module, images, model.card, model.device).argmax(1) == labels).mean())
     assert abs(acc - model.card["metrics"]["test"]["accuracy"]) <= 0.003

@@ -105,6 +105,7 @@ def test_ship_copies_evaluates_and_documents(tiny_source, tmp_path):
     card = load_model(dest).card
     assert card["notes"] == "stopped early"
     assert {"valid", "valid_tta", "test", "test_tta", "test_full", "test_full_tta"} <= set(card["metrics"])
+    assert {"valid_ferplus", "test_ferplus", "test_ferplus_tta"} <= set(card["metrics"])  # the source has votes
     assert card["metrics"]["test_full"]["n"] == 112
     for f in ("log.csv", "curves.png", "test_confusion.png", "test_report.txt", "test_full_tta.json"):
         assert (tmp_path / "res" / "shipped" / f).exists(), f
@@ -125,10 +126,32 @@ def test_ferplus_labels_training_and_evaluation(tmp_path):
     assert fer["n"] == plus["n"] == 42 and flipped_test.any()
     # the FER+ labels here are the true classes, so the confusion rows differ from the flipped ones
     assert fer["confusion_matrix"] != plus["confusion_matrix"]
-    assert "test_ferplus" in load_model(out).card["metrics"]
+    assert load_model(out).card["metrics"]["test"] == plus  # its own labels: no suffix
+    fer_again = evaluate(str(out), "test", tta=False, source=str(src), out=tmp_path / "r", update=True,
+                         labels_kind="fer2013")
+    assert load_model(out).card["metrics"]["test_fer2013"] == fer_again == fer
     bare = write_parquet_source(tmp_path / "bare", (5, 2, 2), with_votes=False)
     with pytest.raises(DataSourceError, match="no FER\\+ votes"):
         train(_config(epochs=1, labels="ferplus"), source=str(bare), out_dir=tmp_path / "run2", progress=False)
+
+
+def test_ship_scores_other_labels_only_when_the_source_has_them(tmp_path):
+    from ferlab import list_models
+    from tests.synthetic import write_parquet_source
+    from train.ship import main as ship
+    bare = write_parquet_source(tmp_path / "bare", (6, 3, 3), with_votes=False)
+    run = train(_config(epochs=1), source=str(bare), out_dir=tmp_path / "run", progress=False)
+    dest = ship(["--run", str(run), "--name", "novotes", "--data", str(bare),
+                 "--checkpoints", str(tmp_path / "ck"), "--results", str(tmp_path / "res")])
+    metrics = load_model(dest).card["metrics"]
+    assert "test" in metrics and not any("ferplus" in k for k in metrics)
+    voted = write_parquet_source(tmp_path / "voted", (6, 3, 3))
+    run = train(_config(epochs=1, labels="ferplus"), source=str(voted), out_dir=tmp_path / "run2", progress=False)
+    ship(["--run", str(run), "--name", "plus", "--data", str(voted),
+          "--checkpoints", str(tmp_path / "ck"), "--results", str(tmp_path / "res")])
+    assert list_models(tmp_path / "ck", labels="ferplus") == ["plus"]
+    assert list_models(tmp_path / "ck", labels="fer2013") == ["novotes"]
+    assert list_models(tmp_path / "ck") == ["novotes", "plus"]
 
 
 def _params(state):

@@ -4,8 +4,9 @@
 
 Accuracy and macro-F1 come from each model card (written by train/evaluate.py --update-card);
 the ensemble rows (mean probabilities of all shipped models, and of the subset chosen on
-PublicTest, with and without horizontal-flip TTA) and the CPU latencies are measured here.  The same table is written into the top-level
-README between the results markers.
+PublicTest, with and without horizontal-flip TTA) and the CPU latencies are measured here.  A
+second table scores every model, including the FER+-trained one, against the FER+ majority labels.
+The tables are written into the top-level README between the results markers.
 """
 import argparse
 import sys
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ferlab import list_models, load_model  # noqa: E402
-from ferlab.checkpoints import training_summary  # noqa: E402
+from ferlab.checkpoints import trained_labels, training_summary  # noqa: E402
 from ferlab.data import load_fer2013, to_arrays  # noqa: E402
 from ferlab.evaluation import predict_arrays, select_ensemble  # noqa: E402
 from ferlab.metrics import classification_metrics  # noqa: E402
@@ -78,6 +79,29 @@ def ensemble_rows(models) -> list[str]:
     return rows
 
 
+def ferplus_rows(models) -> list[str]:
+    """The FER+ experiment: every model's PrivateTest predictions scored against the FER+ majority
+    labels (rows with one), whichever labels it was trained on (train/ship.py writes both)."""
+    rows = []
+    for m in models:
+        c = m.card
+        own = trained_labels(c)
+        key = "test" if own == "ferplus" else "test_ferplus"
+        if key not in c.get("metrics", {}):
+            continue
+        vs_fer2013 = pct(c, "test") if own == "fer2013" else pct(c, "test_fer2013")
+        rows.append(f"| {m.name} (`{c['architecture']}`) | {'FER+ majority' if own == 'ferplus' else 'FER2013'} | "
+                    f"{pct(c, 'valid_ferplus' if own == 'fer2013' else 'valid')} | {pct(c, key)} | "
+                    f"{pct(c, key, 'macro_f1')} | {pct(c, key + '_tta')} | {vs_fer2013} | "
+                    f"{c['metrics'][key].get('n', '')} |")
+    if not rows:
+        return []
+    return ["", "FER+ experiment: PrivateTest scored against the FER+ majority labels (rows with a unique "
+            "emotion majority; `python train/evaluate.py --checkpoint NAME --labels ferplus`):", "",
+            "| model | trained on | PublicTest vs FER+ | PrivateTest vs FER+ | macro-F1 | + flip TTA | "
+            "PrivateTest vs FER2013 labels | n |", "|---|---|---|---|---|---|---|---|", *rows]
+
+
 def pct(card, split, key="accuracy"):
     v = card.get("metrics", {}).get(split, {}).get(key)
     return "n/a" if v is None else (f"{100 * v:.2f}%" if key == "accuracy" else f"{v:.3f}")
@@ -87,7 +111,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=30)
     args = parser.parse_args(argv)
-    names = list_models()
+    names = list_models(labels="fer2013")   # the FER+ model is scored against other labels: its own table
     device = "CUDA" if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
     lines = ["| model | params | MFLOPs | PublicTest | PrivateTest | full test (7,178) | macro-F1 (PrivateTest) | "
              f"PrivateTest + flip TTA | latency 1 image ({device}) | latency batch of 64 | trained |",
@@ -101,6 +125,7 @@ def main(argv=None):
                      f"{pct(c, 'test_tta')} | {lat[1]:.1f} ms | {lat[64]:.1f} ms | {training_summary(c)} |")
     if len(models) >= 2:
         lines += ensemble_rows(models)
+    lines += ferplus_rows(models + [load_model(n) for n in list_models(labels="ferplus")])
     lines += ["", "Reported in the literature (cited, not reproduced; splits differ as noted):", "",
               "| model | source | reported |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in LITERATURE]

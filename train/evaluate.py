@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ferlab.checkpoints import load_model, update_card  # noqa: E402
+from ferlab.checkpoints import load_model, trained_labels, update_card  # noqa: E402
 from ferlab.data import SPLITS  # noqa: E402
 from ferlab.evaluation import predict_arrays  # noqa: E402
 from ferlab.metrics import classification_metrics, classification_report  # noqa: E402
@@ -18,19 +18,28 @@ from ferlab.plots import confusion_figure  # noqa: E402
 from ferlab.training import load_split  # noqa: E402
 
 
+def metrics_key(split: str, tta: bool, labels_kind: str, own_labels: str) -> str:
+    """Card key: ``test``, ``test_tta``...; scored against the other label set than the model was
+    trained on, the set is named: ``test_ferplus`` (a FER2013 model vs FER+), ``test_fer2013``."""
+    return split + ("" if labels_kind == own_labels else f"_{labels_kind}") + ("_tta" if tta else "")
+
+
 def evaluate(checkpoint: str, split: str, tta: bool, source=None, out=None, update=False,
-             labels_kind: str = "fer2013") -> dict:
+             labels_kind: str | None = None) -> dict:
+    """Score ``checkpoint`` on ``split``; ``labels_kind`` None scores against the labels it was trained on."""
     model = load_model(checkpoint)
+    own = trained_labels(model.card)
+    labels_kind = labels_kind or own
     images, labels = load_split(split, source, model.card["input_size"], labels_kind)
     probs = predict_arrays(model.module, images, model.card, model.device, tta=tta, progress=True)
     metrics = classification_metrics(labels, probs)
-    key = split + ("_ferplus" if labels_kind == "ferplus" else "") + ("_tta" if tta else "")
+    key = metrics_key(split, tta, labels_kind, own)
     out = Path(out or Path("results") / model.name)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{key}.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out / f"{key}_report.txt").write_text(classification_report(metrics))
     confusion_figure(metrics["confusion_matrix"], out / f"{key}_confusion.png",
-                     title=f"{model.name} on {split}{' vs FER+ majority' if labels_kind == 'ferplus' else ''}"
+                     title=f"{model.name} on {split} vs {'FER+ majority' if labels_kind == 'ferplus' else 'FER2013'} labels"
                            f"{' (flip TTA)' if tta else ''}: accuracy {metrics['accuracy']:.2%}")
     if update:
         card_metrics = dict(model.card.get("metrics", {}))
@@ -48,8 +57,9 @@ def main(argv=None):
     parser.add_argument("--data", help="data source (default: FERLAB_DATA, the local copy, or the Hub)")
     parser.add_argument("--out", help="output folder (default results/<checkpoint>)")
     parser.add_argument("--update-card", action="store_true", help="write the metrics into the model card")
-    parser.add_argument("--labels", choices=["fer2013", "ferplus"], default="fer2013",
-                        help="score against the FER2013 labels or the FER+ majority (rows with one)")
+    parser.add_argument("--labels", choices=["fer2013", "ferplus"],
+                        help="score against the FER2013 labels or the FER+ majority (rows with one); "
+                             "default: the labels the checkpoint was trained on")
     args = parser.parse_args(argv)
     for split in args.split or ["test"]:
         m = evaluate(args.checkpoint, split, args.tta, args.data, args.out, args.update_card, args.labels)

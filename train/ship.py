@@ -1,6 +1,8 @@
 """Ship a training run: copy its exported checkpoint into checkpoints/<name>, evaluate it once on
-PublicTest, PrivateTest and the full test (with and without flip TTA) into its card, and put its
-training log, curves, confusion matrices and classification reports in results/<name>/.
+PublicTest, PrivateTest and the full test (with and without flip TTA) into its card, against the
+labels it was trained on and, for PublicTest and PrivateTest, the other label set too (FER2013 or
+FER+ majority), and put its training log, curves, confusion matrices and classification reports
+in results/<name>/.
 
     python train/ship.py --run runs/cnn [--name cnn] [--note "..."]
 
@@ -15,7 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ferlab.checkpoints import CARD_FILE, WEIGHTS_FILE, card_markdown, read_card, update_card  # noqa: E402
+from ferlab.checkpoints import CARD_FILE, WEIGHTS_FILE, card_markdown, read_card, trained_labels, update_card  # noqa: E402
+from ferlab.data import DataSourceError  # noqa: E402
 from train.evaluate import evaluate  # noqa: E402
 
 
@@ -42,10 +45,21 @@ def main(argv=None):
     for f in ("log.csv", "curves.png"):
         if (run / f).exists():
             shutil.copy2(run / f, results / f)
-    for split in ("valid", "test", "test_full"):
+    own = trained_labels(read_card(dest))
+    other = "ferplus" if own == "fer2013" else "fer2013"
+    # against its own labels on every split; PublicTest and PrivateTest also against the other label
+    # set, so FER2013 and FER+ models can be compared on the same (FER+ majority) labels
+    for split, labels in (("valid", own), ("test", own), ("test_full", own), ("valid", other), ("test", other)):
         for tta in (False, True):
-            m = evaluate(str(dest), split, tta, args.data, results, update=True)
-            print(f"{name} {split}{' +TTA' if tta else ''}: accuracy {m['accuracy']:.4f} macro-F1 {m['macro_f1']:.4f}")
+            try:
+                m = evaluate(str(dest), split, tta, args.data, results, update=True, labels_kind=labels)
+            except DataSourceError as exc:
+                if labels == own:
+                    raise
+                print(f"{name}: not scored against {labels} labels: {exc}")
+                break
+            print(f"{name} {split} vs {labels}{' +TTA' if tta else ''}: accuracy {m['accuracy']:.4f} "
+                  f"macro-F1 {m['macro_f1']:.4f}")
     (dest / "README.md").write_text(card_markdown(read_card(dest), name))
     print(f"shipped {dest}")
     return dest

@@ -44,7 +44,9 @@ class AuditStore:
     def get(self, split: str = "test", progress=None) -> Scan:
         with self._lock:
             if split not in self._scans:
-                models = [self.registry.get(n) for n in self.registry.names()]
+                # FER2013-trained models only: the suspect score is checked against the FER+ votes, so a
+                # model trained on FER+ labels would be grading its own answer key
+                models = [self.registry.get(n) for n in self.registry.names(labels="fer2013")]
                 if not models:
                     raise gr.Error(self.registry.missing_message())
                 if progress:
@@ -203,6 +205,7 @@ def cell_filter(frame: pd.DataFrame, evt: gr.SelectData):
 
 def build(registry: ModelRegistry, models: list[str]):
     store = AuditStore(registry)
+    models = [n for n in models if n in registry.names(labels="fer2013")]
     with gr.Tab("Dataset browser"):
         gr.Markdown("FER2013 has label noise. Browse the models' errors and the images whose **label** is "
                     "probably wrong, ranked by how strongly the models contradict it, checked against the FER+ "

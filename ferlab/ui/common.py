@@ -40,8 +40,12 @@ class ModelRegistry:
         self._models: dict[str, FERClassifier] = {}
         self._lock = threading.Lock()
 
-    def names(self) -> list[str]:
-        return list_models(self.folder)
+    def names(self, labels: str | None = None) -> list[str]:
+        """Checkpoint names; with ``labels`` only those trained on that label set (see list_models)."""
+        try:
+            return list_models(self.folder, labels=labels)
+        except CheckpointError as exc:
+            raise gr.Error(str(exc)) from exc
 
     def default(self) -> str | None:
         names = self.names()
