@@ -110,6 +110,34 @@ def balanced_class_weights(labels: np.ndarray, num_classes: int = NUM_CLASSES) -
     return torch.tensor(len(labels) / (num_classes * np.maximum(counts, 1)), dtype=torch.float32)
 
 
+class ClassWeightedCrossEntropy(nn.Module):
+    """Cross-entropy on label-smoothed targets, each sample weighted by its own class's weight (as
+    Keras's ``class_weight`` does in the literature's recipes):
+    sum_i w[y_i] CE(smooth(t_i), p_i) / sum_i w[y_i].
+
+    ``nn.CrossEntropyLoss(weight=w, label_smoothing=eps)`` is not that: it weights every class's
+    smoothing term by w[c] in every sample, so with balanced weights the rarest class (disgust,
+    weight 9.4) gets almost as much target mass from smoothing as from its labels, and an untrained
+    net's best constant answer is "disgust" for every face (VGG19 configuration 4's first epoch
+    sat there: results/experiments/vgg19_scratch.md).  Hard (class index) or soft (mixup)
+    targets; without smoothing it equals ``nn.CrossEntropyLoss(weight=w)``."""
+
+    def __init__(self, weight: torch.Tensor | None = None, label_smoothing: float = 0.0):
+        super().__init__()
+        self.register_buffer("weight", weight)
+        self.label_smoothing = label_smoothing
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        k = logits.shape[1]
+        t = F.one_hot(target, k).to(logits.dtype) if target.dtype == torch.long else target
+        smoothed = t * (1 - self.label_smoothing) + self.label_smoothing / k
+        ce = -(smoothed * F.log_softmax(logits, dim=1)).sum(dim=1)
+        if self.weight is None:
+            return ce.mean()
+        w = t @ self.weight
+        return (w * ce).sum() / w.sum()
+
+
 class AugmentedBatches(torch.utils.data.Dataset):
     """Indexable by a list of indices: returns one augmented uint8 batch, its labels and, when
     ``soft`` (teacher probabilities) is given, its rows for the same images."""
@@ -273,7 +301,7 @@ def train(cfg: TrainConfig, source: str | None = None, out_dir: str | Path | Non
     if device.type == "cpu":
         model.to(memory_format=torch.channels_last)
     weight = balanced_class_weights(train_y).to(device) if cfg.class_weights == "balanced" else None
-    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+    criterion = ClassWeightedCrossEntropy(weight, cfg.label_smoothing)
     opt = make_optimizer(model.parameters(), cfg)
     steps_per_epoch = len(train_y) // cfg.batch_size
     scheduler, per_batch = make_scheduler(opt, cfg, steps_per_epoch)

@@ -7,7 +7,7 @@ import torch
 
 from ferlab import load_model
 from ferlab.audit import weights_hash
-from ferlab.training import TrainConfig, balanced_class_weights, make_scheduler, train
+from ferlab.training import ClassWeightedCrossEntropy, TrainConfig, balanced_class_weights, make_scheduler, train
 from train.evaluate import evaluate
 
 TINY = {"widths": [8, 16, 16, 16], "hidden": 32}
@@ -61,6 +61,36 @@ def test_recipe_features_run(tiny_source, tmp_path):
 def test_balanced_weights_hand_computed():
     w = balanced_class_weights(np.array([0, 0, 0, 1]), num_classes=2)
     assert torch.allclose(w, torch.tensor([4 / (2 * 3), 4 / (2 * 1)]))
+
+
+def test_class_weighted_cross_entropy_semantics():
+    torch.manual_seed(0)
+    logits, y = torch.randn(16, 7), torch.randint(0, 7, (16,))
+    w = torch.rand(7) + 0.5
+    # without smoothing it is PyTorch's weighted cross-entropy; without weights, PyTorch's smoothed one
+    assert torch.allclose(ClassWeightedCrossEntropy(w)(logits, y), torch.nn.CrossEntropyLoss(weight=w)(logits, y))
+    assert torch.allclose(ClassWeightedCrossEntropy(None, 0.1)(logits, y),
+                          torch.nn.CrossEntropyLoss(label_smoothing=0.1)(logits, y))
+    # soft (mixup) targets: a one-hot soft target is the hard target
+    one_hot = torch.nn.functional.one_hot(y, 7).float()
+    loss = ClassWeightedCrossEntropy(w, 0.1)
+    assert torch.allclose(loss(logits, one_hot), loss(logits, y))
+    # hand-computed: each sample's smoothed cross-entropy, weighted by its own class's weight only
+    smoothed = one_hot * 0.9 + 0.1 / 7
+    ce = -(smoothed * logits.log_softmax(1)).sum(1)
+    assert torch.allclose(loss(logits, y), (w[y] * ce).sum() / w[y].sum())
+
+
+def test_balanced_weights_with_smoothing_do_not_favour_the_rare_class():
+    """FER2013-like imbalance: the best constant prediction of an untrained net must not be the
+    rare class (what nn.CrossEntropyLoss(weight, label_smoothing) makes it)."""
+    y = torch.tensor([0] * 60 + [1] * 38 + [2] * 2)
+    w = balanced_class_weights(y.numpy(), num_classes=3)
+    rare = torch.tensor([[0.0, 0.0, 1.0]]).expand(len(y), 3)
+    uniform = torch.zeros(len(y), 3)
+    assert ClassWeightedCrossEntropy(w, 0.1)(uniform, y) < ClassWeightedCrossEntropy(w, 0.1)(rare, y)
+    torch_loss = torch.nn.CrossEntropyLoss(weight=w, label_smoothing=0.1)
+    assert torch_loss(rare, y) < torch_loss(uniform, y)  # the behaviour the class exists to avoid
 
 
 def test_onecycle_and_cosine_schedules_reach_their_ends():
