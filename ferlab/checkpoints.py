@@ -214,6 +214,14 @@ def trained_labels(card: dict) -> str:
     return card.get("data", {}).get("labels", "fer2013")
 
 
+def metrics_key(card: dict, split: str, labels: str | None = None, tta: bool = False) -> str:
+    """Where a card keeps a score: ``test``, ``test_tta``... against the labels the model was trained
+    on; against the other set, the set is named: ``test_ferplus`` (a FER2013 model scored against
+    the FER+ majority), ``test_fer2013`` (the FER+ model against the FER2013 labels)."""
+    labels = labels or trained_labels(card)
+    return split + ("" if labels == trained_labels(card) else f"_{labels}") + ("_tta" if tta else "")
+
+
 def list_models(folder: str | Path | None = None, labels: str | None = None) -> list[str]:
     """Names of the checkpoints in ``folder`` (default ``checkpoints/`` or ``FERLAB_CHECKPOINTS``);
     with ``labels``, only those trained on that label set (``fer2013`` or ``ferplus``)."""

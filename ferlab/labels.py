@@ -18,6 +18,9 @@ _SYNONYMS = {
 # contempt, unknown, not-a-face.  The first seven map to these FER2013 labels.
 FERPLUS_TO_FER = (6, 3, 5, 4, 0, 1, 2)
 
+# The label sets a model can be trained and scored on (a card's data.labels), as tables name them.
+LABEL_SETS = {"fer2013": "FER2013", "ferplus": "FER+ majority"}
+
 
 def emotion_index(name_or_index) -> int:
     """Class index for an emotion given by index or by (synonym) name."""

@@ -155,6 +155,26 @@ def test_models_tab(registry):
     assert "mobilenet_v2" in card and "CAM yes" in card and "| test | 50.00% |" in card
 
 
+def test_scores_are_shown_against_one_label_set_whatever_a_model_was_trained_on(tmp_path):
+    """A FER+-trained card keeps its FER+ score under ``test`` and its FER2013 one under
+    ``test_fer2013``; the tables must put each under the right column."""
+    from ferlab.checkpoints import read_card, update_card
+    folder = write_tiny_checkpoints(tmp_path, metrics={"test": {"accuracy": 0.5, "macro_f1": 0.4},
+                                                       "test_ferplus": {"accuracy": 0.55}})
+    plus = folder / "tiny_mobilenet"
+    update_card(plus, data={**read_card(plus).get("data", {}), "labels": "ferplus"},
+                metrics={"test": {"accuracy": 0.8, "macro_f1": 0.7}, "test_fer2013": {"accuracy": 0.6}})
+    registry = ModelRegistry(folder)
+    table = overview(registry)
+    cnn_row = next(r for r in table.splitlines() if r.startswith("| tiny_cnn |"))
+    plus_row = next(r for r in table.splitlines() if r.startswith("| tiny_mobilenet |"))
+    assert "| FER2013 |" in cnn_row and "| 50.0% |" in cnn_row and "| 55.0% |" in cnn_row
+    assert "| FER+ majority |" in plus_row and "| 60.0% |" in plus_row and "| 80.0% |" in plus_row
+    assert plus_row.index("60.0%") < plus_row.index("80.0%")  # FER2013 column first, FER+ column later
+    _, text = compare_models(registry, drawn_face(), ["tiny_cnn", "tiny_mobilenet"])
+    assert "| 60.0% | 80.0% |" in text and "| 50.0% | 55.0% |" in text
+
+
 def test_find_faces_fallback_and_square_boxes():
     boxes, found = find_faces(np.zeros((100, 300, 3), np.uint8))
     assert not found and boxes[0] == Box(100, 0, 100, 100, 0.0)

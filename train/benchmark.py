@@ -20,9 +20,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ferlab import list_models, load_model  # noqa: E402
-from ferlab.checkpoints import trained_labels, training_summary  # noqa: E402
+from ferlab.checkpoints import metrics_key, trained_labels, training_summary  # noqa: E402
 from ferlab.data import load_fer2013, to_arrays  # noqa: E402
 from ferlab.evaluation import predict_arrays, select_ensemble  # noqa: E402
+from ferlab.labels import LABEL_SETS  # noqa: E402
 from ferlab.metrics import classification_metrics  # noqa: E402
 
 # Reported by the projects ferlab follows (../shared/seeds) and the papers they cite: not reproduced here.
@@ -85,15 +86,13 @@ def ferplus_rows(models) -> list[str]:
     rows = []
     for m in models:
         c = m.card
-        own = trained_labels(c)
-        key = "test" if own == "ferplus" else "test_ferplus"
+        key = metrics_key(c, "test", "ferplus")
         if key not in c.get("metrics", {}):
             continue
-        vs_fer2013 = pct(c, "test") if own == "fer2013" else pct(c, "test_fer2013")
-        rows.append(f"| {m.name} (`{c['architecture']}`) | {'FER+ majority' if own == 'ferplus' else 'FER2013'} | "
-                    f"{pct(c, 'valid_ferplus' if own == 'fer2013' else 'valid')} | {pct(c, key)} | "
-                    f"{pct(c, key, 'macro_f1')} | {pct(c, key + '_tta')} | {vs_fer2013} | "
-                    f"{c['metrics'][key].get('n', '')} |")
+        rows.append(f"| {m.name} (`{c['architecture']}`) | {LABEL_SETS[trained_labels(c)]} | "
+                    f"{pct(c, metrics_key(c, 'valid', 'ferplus'))} | {pct(c, key)} | {pct(c, key, 'macro_f1')} | "
+                    f"{pct(c, metrics_key(c, 'test', 'ferplus', tta=True))} | "
+                    f"{pct(c, metrics_key(c, 'test', 'fer2013'))} | {c['metrics'][key].get('n', '')} |")
     if not rows:
         return []
     return ["", "FER+ experiment: PrivateTest scored against the FER+ majority labels (rows with a unique "

@@ -10,18 +10,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ferlab.checkpoints import load_model, trained_labels, update_card  # noqa: E402
+from ferlab.checkpoints import load_model, metrics_key, trained_labels, update_card  # noqa: E402
 from ferlab.data import SPLITS  # noqa: E402
 from ferlab.evaluation import predict_arrays  # noqa: E402
 from ferlab.metrics import classification_metrics, classification_report  # noqa: E402
 from ferlab.plots import confusion_figure  # noqa: E402
 from ferlab.training import load_split  # noqa: E402
-
-
-def metrics_key(split: str, tta: bool, labels_kind: str, own_labels: str) -> str:
-    """Card key: ``test``, ``test_tta``...; scored against the other label set than the model was
-    trained on, the set is named: ``test_ferplus`` (a FER2013 model vs FER+), ``test_fer2013``."""
-    return split + ("" if labels_kind == own_labels else f"_{labels_kind}") + ("_tta" if tta else "")
 
 
 def evaluate(checkpoint: str, split: str, tta: bool, source=None, out=None, update=False,
@@ -33,7 +27,7 @@ def evaluate(checkpoint: str, split: str, tta: bool, source=None, out=None, upda
     images, labels = load_split(split, source, model.card["input_size"], labels_kind)
     probs = predict_arrays(model.module, images, model.card, model.device, tta=tta, progress=True)
     metrics = classification_metrics(labels, probs)
-    key = metrics_key(split, tta, labels_kind, own)
+    key = metrics_key(model.card, split, labels_kind, tta)
     out = Path(out or Path("results") / model.name)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{key}.json").write_text(json.dumps(metrics, indent=2) + "\n")

@@ -18,7 +18,8 @@ import cv2
 import gradio as gr
 import numpy as np
 
-from ..checkpoints import CheckpointError, FERClassifier, checkpoints_dir, list_models, load_model, read_card
+from ..checkpoints import (CheckpointError, FERClassifier, checkpoints_dir, list_models, load_model, metrics_key,
+                           read_card)
 from ..data import DataSourceError
 from ..explain import ExplainError
 from ..explain.core import COLORMAPS, color_heatmap
@@ -233,8 +234,11 @@ def enlarge(rgb: np.ndarray, size: int = DISPLAY) -> np.ndarray:
     return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_CUBIC)
 
 
-def card_metric(card: dict, split: str = "test", key: str = "accuracy") -> float | None:
-    value = card.get("metrics", {}).get(split, {}).get(key)
+def card_metric(card: dict, split: str = "test", key: str = "accuracy", labels: str = "fer2013",
+                tta: bool = False) -> float | None:
+    """A score from the card against ``labels`` (FER2013 by default, so models trained on either
+    label set compare), or None when the card does not have it."""
+    value = card.get("metrics", {}).get(metrics_key(card, split, labels, tta), {}).get(key)
     return float(value) if value is not None else None
 
 

@@ -30,7 +30,8 @@ def compare_models(registry: ModelRegistry, image, model_names: list[str], alpha
         items.append((e.overlay(big, alpha), f"{name}: {EMOTIONS[k]} {e.probabilities[k]:.0%}"))
         top3 = ", ".join(f"{EMOTIONS[i]} {e.probabilities[i]:.0%}" for i in np.argsort(-e.probabilities)[:3])
         rows.append(f"| {name} | **{EMOTIONS[k]}** | {top3} | {region_words(e.heatmap)} | `{e.layer}` | "
-                    f"{fmt_pct(card_metric(model.card, 'test'))} | {fmt_pct(card_metric(model.card, 'test', 'macro_f1'))} |")
+                    f"{fmt_pct(card_metric(model.card, 'test'))} | "
+                    f"{fmt_pct(card_metric(model.card, 'test', labels='ferplus'))} |")
     votes = np.bincount(predictions, minlength=len(EMOTIONS))
     top = int(votes.argmax())
     agreement = (f"**All {len(names)} models agree: {EMOTIONS[top]}.**" if votes[top] == len(names) else
@@ -38,14 +39,15 @@ def compare_models(registry: ModelRegistry, image, model_names: list[str], alpha
                  + ", ".join(EMOTIONS[p] for p in predictions if p != top) + ".")
     corr = [f"{a} vs {b}: {np.corrcoef(maps[a].ravel(), maps[b].ravel())[0, 1]:.2f}"
             for a, b in combinations(names, 2) if maps[a].std() > 0 and maps[b].std() > 0]
-    table = ["| model | prediction | top 3 | looked mostly at | Grad-CAM layer | test accuracy | test macro-F1 |",
-             "|---|---|---|---|---|---|---|", *rows]
+    table = ["| model | prediction | top 3 | looked mostly at | Grad-CAM layer | PrivateTest accuracy | "
+             "vs FER+ majority |", "|---|---|---|---|---|---|---|", *rows]
     text = "\n".join(table) + "\n\n" + agreement
     if corr:
         text += "\n\nHeatmap agreement (Pearson correlation of the Grad-CAM maps): " + "; ".join(corr) + "."
     if not found:
         text += "\n\nNo face was found; the centre square was used."
-    text += ("\n\n*Test metrics come from each model's card (FER2013 PrivateTest).*")
+    text += ("\n\n*Accuracies come from each model's card: FER2013 PrivateTest against its FER2013 labels, and "
+             "against the FER+ majority labels (the re-annotation), whichever labels the model was trained on.*")
     return items, text
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..checkpoints import card_markdown
+from ..checkpoints import card_markdown, trained_labels
+from ..labels import LABEL_SETS
 from .common import ModelRegistry, card_metric, fmt_pct, user_errors
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
@@ -16,16 +17,22 @@ def overview(registry: ModelRegistry) -> str:
     names = registry.names()
     if not names:
         return registry.missing_message()
-    rows = ["| model | architecture | params | MFLOPs | PublicTest | PrivateTest | PrivateTest + flip TTA | "
-            "full test | macro-F1 (PrivateTest) | trained |", "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| model | architecture | trained on | params | MFLOPs | PublicTest | PrivateTest | PrivateTest + flip TTA | "
+            "full test | macro-F1 (PrivateTest) | PrivateTest vs FER+ majority | trained |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in names:
         card = registry.card(name)
         t = card.get("training", {})
-        rows.append(f"| {name} | {card['architecture']} | {card.get('params', 0) / 1e6:.2f} M | {card.get('mflops', 'n/a')} | "
+        rows.append(f"| {name} | {card['architecture']} | {LABEL_SETS[trained_labels(card)]} | "
+                    f"{card.get('params', 0) / 1e6:.2f} M | {card.get('mflops', 'n/a')} | "
                     f"{fmt_pct(card_metric(card, 'valid'))} | {fmt_pct(card_metric(card, 'test'))} | "
-                    f"{fmt_pct(card_metric(card, 'test_tta'))} | {fmt_pct(card_metric(card, 'test_full'))} | "
-                    f"{fmt_pct(card_metric(card, 'test', 'macro_f1'))} | {t.get('epochs_run', '?')} epochs, "
+                    f"{fmt_pct(card_metric(card, 'test', tta=True))} | {fmt_pct(card_metric(card, 'test_full'))} | "
+                    f"{fmt_pct(card_metric(card, 'test', 'macro_f1'))} | "
+                    f"{fmt_pct(card_metric(card, 'test', labels='ferplus'))} | {t.get('epochs_run', '?')} epochs, "
                     f"{t.get('wall_seconds', 0) / 3600:.1f} h on {t.get('hardware', '?')} |")
+    rows += ["", "Accuracies are against the FER2013 labels unless the column says FER+ majority (the FER+ "
+             "re-annotation's most-voted emotion, on the images that have a unique one), so models trained on "
+             "either label set compare."]
     return "\n".join(rows)
 
 
