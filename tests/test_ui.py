@@ -175,6 +175,20 @@ def test_scores_are_shown_against_one_label_set_whatever_a_model_was_trained_on(
     assert "| 60.0% | 80.0% |" in text and "| 50.0% | 55.0% |" in text
 
 
+def test_a_corrupt_card_leaves_that_model_out_and_the_app_up(tmp_path):
+    folder = write_tiny_checkpoints(tmp_path)
+    (folder / "tiny_cnn" / "card.json").write_text("{not json")
+    registry = ModelRegistry(folder)
+    assert registry.names() == ["tiny_mobilenet"] and registry.names(labels="fer2013") == ["tiny_mobilenet"]
+    assert "not valid JSON" in registry.broken()["tiny_cnn"]
+    demo = build_app(registry)
+    texts = [b.value for b in demo.blocks.values() if isinstance(b, gr.Markdown)]
+    assert any("`tiny_cnn` is left out" in t for t in texts)
+    assert "| tiny_mobilenet |" in overview(registry)
+    with pytest.raises(gr.Error, match="no checkpoint 'tiny_cnn'"):
+        registry.get("tiny_cnn")
+
+
 def test_find_faces_fallback_and_square_boxes():
     boxes, found = find_faces(np.zeros((100, 300, 3), np.uint8))
     assert not found and boxes[0] == Box(100, 0, 100, 100, 0.0)

@@ -23,6 +23,8 @@ def build_app(registry: ModelRegistry | None = None) -> gr.Blocks:
         gr.Markdown(INTRO)
         if not models:
             gr.Markdown(f"⚠️ {registry.missing_message()}")
+        for name, why in registry.broken().items():
+            gr.Markdown(f"⚠️ Checkpoint `{name}` is left out: {why}")
         classify.build(registry, models)
         explain_tab.build(registry, models)
         layers_tab.build(registry, models)

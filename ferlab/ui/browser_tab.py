@@ -205,7 +205,7 @@ def cell_filter(frame: pd.DataFrame, evt: gr.SelectData):
 
 def build(registry: ModelRegistry, models: list[str]):
     store = AuditStore(registry)
-    models = [n for n in models if n in registry.names(labels="fer2013")]
+    models = [n for n in models if n in registry.names(labels="fer2013")]  # as AuditStore.get
     with gr.Tab("Dataset browser"):
         gr.Markdown("FER2013 has label noise. Browse the models' errors and the images whose **label** is "
                     "probably wrong, ranked by how strongly the models contradict it, checked against the FER+ "

@@ -19,7 +19,7 @@ import gradio as gr
 import numpy as np
 
 from ..checkpoints import (CheckpointError, FERClassifier, checkpoints_dir, list_models, load_model, metrics_key,
-                           read_card)
+                           read_card, trained_labels)
 from ..data import DataSourceError
 from ..explain import ExplainError
 from ..explain.core import COLORMAPS, color_heatmap
@@ -42,11 +42,27 @@ class ModelRegistry:
         self._lock = threading.Lock()
 
     def names(self, labels: str | None = None) -> list[str]:
-        """Checkpoint names; with ``labels`` only those trained on that label set (see list_models)."""
-        try:
-            return list_models(self.folder, labels=labels)
-        except CheckpointError as exc:
-            raise gr.Error(str(exc)) from exc
+        """Checkpoints whose card can be read (see ``broken``); with ``labels`` only those trained on
+        that label set (``fer2013`` or ``ferplus``)."""
+        names = []
+        for name in list_models(self.folder):
+            try:
+                card = read_card(self.folder / name)
+            except CheckpointError:
+                continue
+            if labels is None or trained_labels(card) == labels:
+                names.append(name)
+        return names
+
+    def broken(self) -> dict[str, str]:
+        """Checkpoints left out because their card cannot be read: name -> why (shown at start-up)."""
+        problems = {}
+        for name in list_models(self.folder):
+            try:
+                read_card(self.folder / name)
+            except CheckpointError as exc:
+                problems[name] = str(exc)
+        return problems
 
     def default(self) -> str | None:
         names = self.names()
@@ -72,7 +88,10 @@ class ModelRegistry:
         """A checkpoint's card without loading its weights (for start-up and the Models tab)."""
         if name not in self.names():
             raise gr.Error(f"no checkpoint {name!r}; available: {', '.join(self.names()) or 'none'}")
-        return read_card(self.folder / name)
+        try:
+            return read_card(self.folder / name)
+        except CheckpointError as exc:  # changed on disk since names() read it
+            raise gr.Error(str(exc)) from exc
 
     def missing_message(self) -> str:
         return (f"No trained checkpoints found in {self.folder}. Train one with "
