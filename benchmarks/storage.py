@@ -9,6 +9,7 @@ largest change of any class probability against float32.  The last rows give
 the file sizes of an untrained ``vgg19`` (20 M parameters), the model the 25 MB limit keeps out:
 sizes do not depend on training.
 """
+import functools
 import sys
 import tempfile
 from pathlib import Path
@@ -30,13 +31,12 @@ def main(argv=None):
     args = checkpoints_parser(__doc__).parse_args(argv)
     from ferlab.data import default_source
     source = str(args.source or default_source())
-    splits_by_labels = {}  # each model is scored against the labels it was trained on
 
+    @functools.cache  # each model is scored against the labels it was trained on; decoded once per set
     def splits(labels):
-        if labels not in splits_by_labels:
-            splits_by_labels[labels] = {"PublicTest": load_split("valid", source, 48, labels),
-                                        "PrivateTest": load_split("test", source, 48, labels)}
-        return splits_by_labels[labels]
+        return {"PublicTest": load_split("valid", source, 48, labels),
+                "PrivateTest": load_split("test", source, 48, labels)}
+
     lines = ["| model | storage | file size | PublicTest | PrivateTest | max change of a probability vs float32 |",
              "|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:

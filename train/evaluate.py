@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ferlab.checkpoints import load_model, metrics_key, trained_labels, update_card  # noqa: E402
 from ferlab.data import SPLITS  # noqa: E402
 from ferlab.evaluation import predict_arrays  # noqa: E402
+from ferlab.labels import LABEL_SETS  # noqa: E402
 from ferlab.metrics import classification_metrics, classification_report  # noqa: E402
 from ferlab.plots import confusion_figure  # noqa: E402
 from ferlab.training import load_split  # noqa: E402
@@ -22,8 +23,7 @@ def evaluate(checkpoint: str, split: str, tta: bool, source=None, out=None, upda
              labels_kind: str | None = None) -> dict:
     """Score ``checkpoint`` on ``split``; ``labels_kind`` None scores against the labels it was trained on."""
     model = load_model(checkpoint)
-    own = trained_labels(model.card)
-    labels_kind = labels_kind or own
+    labels_kind = labels_kind or trained_labels(model.card)
     images, labels = load_split(split, source, model.card["input_size"], labels_kind)
     probs = predict_arrays(model.module, images, model.card, model.device, tta=tta, progress=True)
     metrics = classification_metrics(labels, probs)
@@ -33,7 +33,7 @@ def evaluate(checkpoint: str, split: str, tta: bool, source=None, out=None, upda
     (out / f"{key}.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out / f"{key}_report.txt").write_text(classification_report(metrics))
     confusion_figure(metrics["confusion_matrix"], out / f"{key}_confusion.png",
-                     title=f"{model.name} on {split} vs {'FER+ majority' if labels_kind == 'ferplus' else 'FER2013'} labels"
+                     title=f"{model.name} on {split} vs {LABEL_SETS[labels_kind]} labels"
                            f"{' (flip TTA)' if tta else ''}: accuracy {metrics['accuracy']:.2%}")
     if update:
         card_metrics = dict(model.card.get("metrics", {}))

@@ -41,28 +41,28 @@ class ModelRegistry:
         self._models: dict[str, FERClassifier] = {}
         self._lock = threading.Lock()
 
-    def names(self, labels: str | None = None) -> list[str]:
-        """Checkpoints whose card can be read (see ``broken``); with ``labels`` only those trained on
-        that label set (``fer2013`` or ``ferplus``)."""
-        names = []
+    def _scan(self) -> tuple[dict[str, dict], dict[str, str]]:
+        """Each checkpoint's card, read once: (readable cards by name, unreadable ones: name -> why)."""
+        cards, broken = {}, {}
         for name in list_models(self.folder):
             try:
-                card = read_card(self.folder / name)
-            except CheckpointError:
-                continue
-            if labels is None or trained_labels(card) == labels:
-                names.append(name)
-        return names
+                cards[name] = read_card(self.folder / name)
+            except CheckpointError as exc:
+                broken[name] = str(exc)
+        return cards, broken
+
+    def cards(self, labels: str | None = None) -> dict[str, dict]:
+        """The readable cards by checkpoint name (see ``broken``); with ``labels`` only those trained on
+        that label set (``fer2013`` or ``ferplus``)."""
+        return {name: card for name, card in self._scan()[0].items()
+                if labels is None or trained_labels(card) == labels}
+
+    def names(self, labels: str | None = None) -> list[str]:
+        return list(self.cards(labels))
 
     def broken(self) -> dict[str, str]:
         """Checkpoints left out because their card cannot be read: name -> why (shown at start-up)."""
-        problems = {}
-        for name in list_models(self.folder):
-            try:
-                read_card(self.folder / name)
-            except CheckpointError as exc:
-                problems[name] = str(exc)
-        return problems
+        return self._scan()[1]
 
     def default(self) -> str | None:
         names = self.names()
@@ -86,12 +86,10 @@ class ModelRegistry:
 
     def card(self, name: str) -> dict:
         """A checkpoint's card without loading its weights (for start-up and the Models tab)."""
-        if name not in self.names():
-            raise gr.Error(f"no checkpoint {name!r}; available: {', '.join(self.names()) or 'none'}")
-        try:
-            return read_card(self.folder / name)
-        except CheckpointError as exc:  # changed on disk since names() read it
-            raise gr.Error(str(exc)) from exc
+        cards = self.cards()
+        if name not in cards:
+            raise gr.Error(f"no checkpoint {name!r}; available: {', '.join(cards) or 'none'}")
+        return cards[name]
 
     def missing_message(self) -> str:
         return (f"No trained checkpoints found in {self.folder}. Train one with "

@@ -14,14 +14,13 @@ RESULTS = Path(__file__).resolve().parents[2] / "results"
 
 
 def overview(registry: ModelRegistry) -> str:
-    names = registry.names()
-    if not names:
+    cards = registry.cards()
+    if not cards:
         return registry.missing_message()
     rows = ["| model | architecture | trained on | params | MFLOPs | PublicTest | PrivateTest | PrivateTest + flip TTA | "
             "full test | macro-F1 (PrivateTest) | PrivateTest vs FER+ majority | trained |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for name in names:
-        card = registry.card(name)
+    for name, card in cards.items():
         t = card.get("training", {})
         rows.append(f"| {name} | {card['architecture']} | {LABEL_SETS[trained_labels(card)]} | "
                     f"{card.get('params', 0) / 1e6:.2f} M | {card.get('mflops', 'n/a')} | "
