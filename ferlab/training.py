@@ -55,7 +55,7 @@ class TrainConfig:
     plateau_factor: float = 0.1
     plateau_patience: int = 10
     min_lr: float = 0.0
-    warmup_epochs: int = 0                           # linear warm-up for cosine
+    warmup_epochs: int = 0                           # linear per-batch warm-up (cosine and plateau)
     label_smoothing: float = 0.0
     class_weights: str = "none"                      # none | balanced
     early_stopping: int | None = None                # patience in epochs on the selection metric
@@ -221,6 +221,16 @@ def make_scheduler(opt, cfg: TrainConfig, steps_per_epoch: int):
     raise ValueError(f"unknown schedule {cfg.schedule!r}; expected plateau, cosine, onecycle or none")
 
 
+def plateau_warmup(opt, cfg: TrainConfig, step: int, steps_per_epoch: int) -> None:
+    """Linear per-batch warm-up to ``cfg.lr`` over the first ``warmup_epochs`` epochs of a plateau
+    schedule (the cosine schedule has its own). ReduceLROnPlateau only acts at epoch ends, after the
+    warm-up has reached ``cfg.lr``, so the two never fight over the learning rate."""
+    warm = cfg.warmup_epochs * steps_per_epoch
+    if cfg.schedule == "plateau" and step < warm:
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * (step + 1) / warm
+
+
 def distillation_loss(logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
     """Hinton et al. (2015): KL(teacher_T || student_T) * T^2, where ``_T`` is the distribution at
     temperature T.  The teacher is given as probabilities (an ensemble's mean), so its tempered
@@ -340,7 +350,8 @@ def train(cfg: TrainConfig, source: str | None = None, out_dir: str | Path | Non
             from tqdm.auto import tqdm
             batches = tqdm(batches, total=steps_per_epoch, desc=f"{cfg.name} epoch {epoch + 1}/{cfg.epochs}",
                            leave=False, mininterval=1 if sys.stderr.isatty() else 60)
-        for xb, yb, *teacher in batches:
+        for step, (xb, yb, *teacher) in enumerate(batches, start=epoch * steps_per_epoch):
+            plateau_warmup(opt, cfg, step, steps_per_epoch)
             x = normalize(xb, card).to(device)
             y = yb.to(device)
             target = y

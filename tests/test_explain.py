@@ -83,10 +83,11 @@ def test_cam_equals_gradcam_up_to_scale_at_the_last_layer():
             assert np.allclose(cam.heatmap, grad.heatmap, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["cnn", "resnet_se", "vgg19", "mobilenet_v2", "resnet18"])
-def test_every_architecture_every_layer(name):
+@pytest.mark.parametrize("name, config", [("cnn", {}), ("resnet_se", {}), ("vgg19", {}),
+                                          ("vgg19", {"batch_norm": True}), ("mobilenet_v2", {}), ("resnet18", {})])
+def test_every_architecture_every_layer(name, config):
     torch.manual_seed(0)
-    model = wrap(create_model(name), name)
+    model = wrap(create_model(name, **config), name)
     layers = explain_layers(model, IMAGE, "gradcam", target=2)
     assert [e.layer for e in layers] == list(model.module.explainable_layers)
     for e in layers[-3:]:  # the single-pass path equals Captum's LayerGradCam layer by layer

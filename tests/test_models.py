@@ -66,6 +66,20 @@ def test_vgg_fine_tune_layers_freezes_all_but_last_n():
     assert not any(p.requires_grad for p in frozen.features.parameters())
 
 
+def test_vgg_batch_norm_variant_explains_the_relu_after_each_conv():
+    plain, bn = create_model("vgg19"), create_model("vgg19", batch_norm=True)
+    # the plain net keeps its layer names and card config (checkpoints trained before the option)
+    assert plain.explainable_layers[:3] == ("features.1", "features.3", "features.6")
+    assert "batch_norm" not in plain.config and bn.config["batch_norm"] is True
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in bn.features) == 16
+    assert len(bn.explainable_layers) == 16
+    for name in bn.explainable_layers:
+        index = int(name.split(".")[1])
+        assert isinstance(bn.get_layer(name), nn.ReLU)
+        assert isinstance(bn.features[index - 1], nn.BatchNorm2d) and isinstance(bn.features[index - 2], nn.Conv2d)
+    assert create_model("vgg19", **bn.config).config == bn.config
+
+
 def test_pretrained_unreachable_fails_clearly(monkeypatch):
     import torchvision.models._api as api
 

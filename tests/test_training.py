@@ -7,7 +7,8 @@ import torch
 
 from ferlab import load_model
 from ferlab.audit import weights_hash
-from ferlab.training import ClassWeightedCrossEntropy, TrainConfig, balanced_class_weights, make_scheduler, train
+from ferlab.training import (ClassWeightedCrossEntropy, TrainConfig, balanced_class_weights, make_scheduler,
+                             plateau_warmup, train)
 from train.evaluate import evaluate
 
 TINY = {"widths": [8, 16, 16, 16], "hidden": 32}
@@ -103,6 +104,27 @@ def test_onecycle_and_cosine_schedules_reach_their_ends():
             opt.step()
             sched.step()
         assert opt.param_groups[0]["lr"] < cfg.lr * 0.1
+
+
+def test_plateau_warmup_ramps_linearly_then_leaves_the_rate_to_the_plateau_schedule():
+    cfg = _config(schedule="plateau", lr=0.1, warmup_epochs=2, plateau_patience=0, plateau_factor=0.1)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    sched, per_batch = make_scheduler(opt, cfg, steps_per_epoch=5)
+    assert not per_batch
+    rates = []
+    for epoch in range(4):
+        for step in range(epoch * 5, epoch * 5 + 5):
+            plateau_warmup(opt, cfg, step, steps_per_epoch=5)
+            rates.append(opt.param_groups[0]["lr"])
+        sched.step(1.0)  # a constant validation loss: the plateau schedule cuts after every epoch
+    assert rates[:10] == pytest.approx([0.1 * (i + 1) / 10 for i in range(10)])
+    # the cut at the end of the warm-up's second epoch stands: warm-up no longer touches the rate
+    assert rates[10:15] == pytest.approx([0.01] * 5) and rates[15:] == pytest.approx([0.001] * 5)
+    # without warm-up, or under another schedule, the rate is left alone
+    for other in (_config(schedule="plateau", lr=0.1), _config(schedule="cosine", lr=0.1, warmup_epochs=2)):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
+        plateau_warmup(opt, other, 0, steps_per_epoch=5)
+        assert opt.param_groups[0]["lr"] == 0.5
 
 
 def test_unknown_config_keys_are_refused(tmp_path):

@@ -1,8 +1,10 @@
 """CustomVGG19 of the VGG19 transfer-learning report: torchvision VGG19 ``features``,
 ``AdaptiveAvgPool2d(1)``, then Linear(512,256) - BatchNorm1d - ReLU - Dropout - Linear(256,7).
-``fine_tune_layers=N`` freezes every conv but the last N (``None``: all train)."""
+``fine_tune_layers=N`` freezes every conv but the last N (``None``: all train).
+``batch_norm=True`` takes VGG19-BN's features (BatchNorm after every conv) instead: not the
+report's network, but the one that trains from scratch, where the report started from ImageNet."""
 from torch import nn
-from torchvision.models import VGG19_Weights, vgg19
+from torchvision.models import VGG19_BN_Weights, VGG19_Weights, vgg19, vgg19_bn
 
 from . import register
 from .base import FERNet
@@ -29,10 +31,15 @@ def imagenet_features(builder, weights):
 @register("vgg19")
 class CustomVGG19(FERNet):
     def __init__(self, num_classes=7, in_channels=3, input_size=48, pretrained=False, fine_tune_layers=None,
-                 hidden=256, dropout=0.5):
-        super().__init__(num_classes=num_classes, in_channels=in_channels, input_size=input_size,
-                         pretrained=pretrained, fine_tune_layers=fine_tune_layers, hidden=hidden, dropout=dropout)
-        backbone = imagenet_features(vgg19, VGG19_Weights.IMAGENET1K_V1) if pretrained else vgg19(weights=None)
+                 hidden=256, dropout=0.5, batch_norm=False):
+        config = dict(num_classes=num_classes, in_channels=in_channels, input_size=input_size, pretrained=pretrained,
+                      fine_tune_layers=fine_tune_layers, hidden=hidden, dropout=dropout)
+        if batch_norm:  # only when set, so the cards of plain VGG19 checkpoints stay as they were
+            config["batch_norm"] = True
+        super().__init__(**config)
+        builder, weights = ((vgg19_bn, VGG19_BN_Weights.IMAGENET1K_V1) if batch_norm
+                            else (vgg19, VGG19_Weights.IMAGENET1K_V1))
+        backbone = imagenet_features(builder, weights) if pretrained else builder(weights=None)
         self.features = backbone.features
         if in_channels != 3:
             first = self.features[0]
@@ -46,8 +53,9 @@ class CustomVGG19(FERNet):
             for i in convs:
                 for p in self.features[i].parameters():
                     p.requires_grad = i in trainable
-        # the ReLU after each conv: its output is that conv's feature map
-        self.explainable_layers = tuple(f"features.{i + 1}" for i in convs)
+        # the ReLU after each conv (after its BatchNorm in VGG19-BN): its output is that conv's feature map
+        relus = [i for i, m in enumerate(self.features) if isinstance(m, nn.ReLU)]
+        self.explainable_layers = tuple(f"features.{min(r for r in relus if r > c)}" for c in convs)
         self.default_layer = self.explainable_layers[-1]
 
     def forward(self, x):
