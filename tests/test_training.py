@@ -331,5 +331,19 @@ def test_int8_export_card_metrics_are_the_stored_weights(tiny_source, tmp_path):
     expected = stored(best, "int8")
     for name, w in model.module.state_dict().items():
         assert torch.equal(w, expected[name]), name
+    # what int8 costs, measured against the float32 weights that do not ship
+    check = model.card["storage_check"]
+    float32 = load_model(out / "best")
+    reference = predict_arrays(float32.module, x, float32.card)
+    assert check["storage"] == "int8" and check["accuracy_stored"] == model.card["metrics"]["valid"]["accuracy"]
+    assert check["accuracy_float32"] == pytest.approx(float((reference.argmax(1) == y).mean()))
+    assert check["max_probability_change"] == pytest.approx(float(np.abs(probs - reference).max()), abs=1e-6)
+    assert check["max_probability_change"] > 0
+    # benchmarks/storage.py scores it as shipped, beside that export-time float32 accuracy
+    from benchmarks.storage import shipped_quantized_rows
+    shipped, float32_row = shipped_quantized_rows(str(out), model, {"PublicTest": (x, y)})
+    assert shipped.startswith(f"| {out} | int8 (shipped) |")
+    assert f"| {100 * check['accuracy_stored']:.2f}% |" in shipped
+    assert f"| {100 * check['accuracy_float32']:.2f}% |" in float32_row
     with pytest.raises(ValueError, match="storage"):
         _config(half=True, storage="int8")
