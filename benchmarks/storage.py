@@ -45,8 +45,9 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.checkpoint or list_models():
             original = load_model(name, device="cpu")
+            model_splits = splits(trained_labels(original.card))
             if original.card.get("storage_dtype", "float32") != "float32":
-                lines += shipped_quantized_rows(name, original, splits(trained_labels(original.card)))
+                lines += shipped_quantized_rows(name, original, model_splits)
                 continue
             reference = {}
             for storage in STORAGE_DTYPES:
@@ -54,7 +55,7 @@ def main(argv=None):
                                          storage=storage)
                 model = load_model(folder, device="cpu")
                 cells, change = [], 0.0
-                for split, (x, y) in splits(trained_labels(original.card)).items():
+                for split, (x, y) in model_splits.items():
                     probs = predict_arrays(model.module, x, model.card)
                     reference.setdefault(split, probs)
                     change = max(change, float(np.abs(probs - reference[split]).max()))

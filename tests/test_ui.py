@@ -187,6 +187,9 @@ def test_a_corrupt_card_leaves_that_model_out_and_the_app_up(tmp_path):
     assert "| tiny_mobilenet |" in overview(registry)
     with pytest.raises(gr.Error, match="no checkpoint 'tiny_cnn'"):
         registry.get("tiny_cnn")
+    with pytest.raises(gr.Error, match="no checkpoint 'tiny_cnn'; available: tiny_mobilenet"):
+        registry.card("tiny_cnn")
+    assert registry.card("tiny_mobilenet")["architecture"] == "mobilenet_v2"
 
 
 def test_find_faces_fallback_and_square_boxes():

@@ -85,11 +85,14 @@ class ModelRegistry:
             return self._models[name]
 
     def card(self, name: str) -> dict:
-        """A checkpoint's card without loading its weights (for start-up and the Models tab)."""
-        cards = self.cards()
-        if name not in cards:
-            raise gr.Error(f"no checkpoint {name!r}; available: {', '.join(cards) or 'none'}")
-        return cards[name]
+        """A checkpoint's card without loading its weights (for start-up, the layer dropdowns and the
+        Models tab): only that card is read; the folder is scanned for the message when it is missing."""
+        if name in list_models(self.folder):
+            try:
+                return read_card(self.folder / name)
+            except CheckpointError:
+                pass  # left out, as in names(); broken() says why
+        raise gr.Error(f"no checkpoint {name!r}; available: {', '.join(self.names()) or 'none'}")
 
     def missing_message(self) -> str:
         return (f"No trained checkpoints found in {self.folder}. Train one with "
