@@ -84,12 +84,13 @@ def make_images(folder: Path, count: int = 4) -> list[str]:
 
 
 def requests_for(images: list[str], models: list[str], with_browser: bool) -> list[tuple[str, tuple]]:
-    """Every distinct request the scenario sends: (api_name, args)."""
+    """Every distinct request the scenario sends: (api_name, args).  ``models[0]`` gets the classify and
+    explain calls, as the model the app opens with; compare pits it against ``models[1]``."""
     from gradio_client import handle_file
     out = []
     for img in images:
         out.append(("/classify", (handle_file(img), models[0], True, 0.45)))
-        out.append(("/explain", (handle_file(img), models[-1], "gradcam", None, "predicted class", 0.5, "jet")))
+        out.append(("/explain", (handle_file(img), models[0], "gradcam", None, "predicted class", 0.5, "jet")))
         if len(models) >= 2:
             out.append(("/compare", (handle_file(img), models[:2], 0.5)))
     if with_browser:
@@ -186,9 +187,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     from ferlab.checkpoints import list_models
     from ferlab.data import LOCAL_COPY
+    from ferlab.ui.common import ModelRegistry
     models = list_models(args.checkpoints) if args.checkpoints else list_models()
     if not models:
         sys.exit("no checkpoints to serve")
+    default = ModelRegistry(args.checkpoints).default()  # what a user lands on: it takes classify and explain
+    models = [default] + [m for m in models if m != default]
     with tempfile.TemporaryDirectory() as tmp:
         images = make_images(Path(tmp))
         proc, url = start_app(args.checkpoints, log_path=str(Path(tmp) / "app.log"))
