@@ -192,7 +192,8 @@ def main(argv=None):
     if not models:
         sys.exit("no checkpoints to serve")
     default = ModelRegistry(args.checkpoints).default()  # what a user lands on: it takes classify and explain
-    models = [default] + [m for m in models if m != default]
+    if default:
+        models = [default] + [m for m in models if m != default]
     with tempfile.TemporaryDirectory() as tmp:
         images = make_images(Path(tmp))
         proc, url = start_app(args.checkpoints, log_path=str(Path(tmp) / "app.log"))
