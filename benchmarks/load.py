@@ -188,7 +188,7 @@ def main(argv=None):
     from ferlab.checkpoints import list_models
     from ferlab.data import LOCAL_COPY
     from ferlab.ui.common import ModelRegistry
-    models = list_models(args.checkpoints) if args.checkpoints else list_models()
+    models = list_models(args.checkpoints)  # None: checkpoints/ or FERLAB_CHECKPOINTS
     if not models:
         sys.exit("no checkpoints to serve")
     default = ModelRegistry(args.checkpoints).default()  # what a user lands on: it takes classify and explain

@@ -3,7 +3,7 @@ uncommitted run folder runs/vgg19/best) against int8 with some layers kept in fl
 Run from the repository root: PYTHONPATH=. python results/experiments/vgg19_scratch/int8_diagnosis.py"""
 import numpy as np, torch
 from ferlab import load_model
-from ferlab.checkpoints import quantize_int8, dequantize_int8
+from ferlab.checkpoints import stored
 from ferlab.evaluation import predict_arrays
 from ferlab.training import load_split
 torch.set_num_threads(2)
@@ -16,15 +16,14 @@ def run(state):
     m.module.load_state_dict(state)
     return predict_arrays(m.module, x, m.card)
 def int8_except(keep):
-    q = dequantize_int8(quantize_int8({k: v for k, v in f32.items() if not any(k.startswith(p) for p in keep)}))
-    return {k: (f32[k] if k not in q else q[k].float()) for k in f32}
+    return {**f32, **stored({k: v for k, v in f32.items() if not k.startswith(tuple(keep))}, "int8")}
 base = run(f32); pb = base.argmax(1)
 print(f"float32 acc {np.mean(pb == y):.4%}", flush=True)
-for keep in ([], ["features.0."], ["classifier", "head", "fc"], ["features.0.", "classifier", "head", "fc"]):
+for keep in ([], ["features.0."], ["classifier."], ["features.0.", "classifier."]):
     p = run(int8_except(keep)); pq = p.argmax(1)
     ch = pq != pb
     print(f"int8 except {keep}: acc {np.mean(pq == y):.4%} changed {ch.sum()} (right->wrong {((pb==y)&ch).sum()}, wrong->right {((pq==y)&ch).sum()}), max dp {np.abs(p-base).max():.4f}", flush=True)
 for k, v in f32.items():
     if v.is_floating_point() and v.dim() >= 2:
-        d = dequantize_int8(quantize_int8({k: v}))[k].float()
+        d = stored({k: v}, "int8")[k]
         print(f"  {k} {tuple(v.shape)} rel err {((d - v).norm() / v.norm()).item():.4f}")
