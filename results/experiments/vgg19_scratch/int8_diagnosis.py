@@ -1,6 +1,9 @@
-"""Where does int8 cost vgg19 accuracy?  PublicTest, the float32 best weights (epoch 8, in the
-uncommitted run folder runs/vgg19/best) against int8 with some layers kept in float32.
-Run from the repository root: PYTHONPATH=. python results/experiments/vgg19_scratch/int8_diagnosis.py"""
+"""Where does int8 cost vgg19 accuracy?  PublicTest, a run's float32 best weights against int8
+with some layers kept in float32.  The committed table used epoch 8's weights, which were then in
+the uncommitted run folder's best/; that folder now holds a later epoch, so re-running measures that.
+Run from the repository root:
+PYTHONPATH=. python results/experiments/vgg19_scratch/int8_diagnosis.py [runs/vgg19/best/model.safetensors]"""
+import sys
 import numpy as np, torch
 from ferlab import load_model
 from ferlab.checkpoints import stored
@@ -9,7 +12,7 @@ from ferlab.training import load_split
 torch.set_num_threads(2)
 m = load_model("vgg19")
 from safetensors.torch import load_file
-m.module.load_state_dict(load_file("runs/vgg19/best/model.safetensors"))
+m.module.load_state_dict(load_file(sys.argv[1] if len(sys.argv) > 1 else "runs/vgg19/best/model.safetensors"))
 x, y = load_split("valid", None, 48)
 f32 = {k: v.detach().clone() for k, v in m.module.state_dict().items()}
 def run(state):
