@@ -69,6 +69,7 @@ class TrainConfig:
     distill_alpha: float = 0.5                       # weight of the distillation term; 1 - alpha on the labels
     distill_temperature: float = 2.0
     distill_tta: bool = True                         # teachers average each image and its mirror
+    distill_online: bool = False                     # teachers score each augmented batch, not the clean images once
     seed: int = 0
     half: bool = False                               # store the exported weights in float16 (= storage: float16)
     storage: str | None = None                       # float32 | float16 | int8; unset: float16 if half else float32
@@ -91,6 +92,8 @@ class TrainConfig:
                                  "mixup/cutmix blend images, so they cannot be combined")
             if not 0.0 <= self.distill_alpha <= 1.0 or self.distill_temperature <= 0:
                 raise ValueError("distill_alpha must be in [0, 1] and distill_temperature > 0")
+        elif self.distill_online:
+            raise ValueError("distill_online needs teachers: set distill_from")
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides) -> "TrainConfig":
@@ -240,34 +243,51 @@ def distillation_loss(logits: torch.Tensor, teacher_probs: torch.Tensor, tempera
     return F.kl_div(F.log_softmax(logits / t, dim=1), teacher, reduction="batchmean") * t * t
 
 
-def teacher_probabilities(teachers: list, images: np.ndarray, labels: np.ndarray, out: Path, resume: bool,
-                          tta: bool = True) -> tuple[np.ndarray, list]:
-    """Mean (flip-TTA) probabilities of ``teachers`` on the (un-augmented) training images, cached in
-    ``out`` so a resumed run trains on the same targets; a resume whose teachers or training data
-    changed is refused.  Returns the probabilities and, per teacher, its name and weights hash.
-
-    Offline targets: each augmented view is matched to its clean image's teacher output, which
-    costs one pass instead of a teacher forward per batch (the augmentations are mild geometry)."""
+def load_teachers(teachers: list, images: np.ndarray, labels: np.ndarray, out: Path, resume: bool,
+                  tta: bool, online: bool) -> tuple[list, list, bool]:
+    """Load the teacher checkpoints and record them in ``out/teachers.json`` with the training data's
+    fingerprint; a resume whose teachers, their mode or the training data changed is refused.
+    Returns the models, per teacher its name, weights hash and mode, and whether this resumes a
+    run with the same teachers."""
     from .audit import weights_hash
     from .checkpoints import load_model
     models = [load_model(t) for t in teachers]  # on the GPU when there is one, like the student
     for m in models:
         if m.card["input_size"] != images.shape[-1]:
             raise ValueError(f"teacher {m.name} takes {m.card['input_size']}px inputs; the student {images.shape[-1]}px")
-    info = [{"name": m.name, "weights_hash": weights_hash(m), "tta": tta} for m in models]
+    info = [{"name": m.name, "weights_hash": weights_hash(m), "tta": tta, "online": online} for m in models]
     record = {"teachers": info, "train_fingerprint": fingerprint(images, labels)}
-    cache, record_path = out / "teacher_probs.npy", out / "teachers.json"
-    if resume and cache.exists() and record_path.exists():
+    record_path = out / "teachers.json"
+    if resume and record_path.exists():
         if json.loads(record_path.read_text()) != record:
             raise ValueError(f"{out} was trained with {record_path.read_text().strip()}; this run has {record}: "
                              "start a new run folder")
+        return models, info, True
+    record_path.write_text(json.dumps(record) + "\n")
+    return models, info, False
+
+
+def teacher_probabilities(teachers: list, images: np.ndarray, labels: np.ndarray, out: Path, resume: bool,
+                          tta: bool = True) -> tuple[np.ndarray, list]:
+    """Offline targets: mean (flip-TTA) probabilities of ``teachers`` on the (un-augmented)
+    training images, cached in ``out`` so a resumed run trains on the same targets.  Each augmented
+    view is then matched to its clean image's teacher output, which costs one pass instead of a
+    teacher forward per batch (``distill_online``)."""
+    models, info, same = load_teachers(teachers, images, labels, out, resume, tta, online=False)
+    cache = out / "teacher_probs.npy"
+    if same and cache.exists():
         return np.load(cache), info
-    probs = np.mean([predict_arrays(m.module, images, m.card, m.device, tta=tta) for m in models],
-                    axis=0).astype(np.float32)
+    probs = batch_teacher_probabilities(models, images, tta)
     np.save(str(cache) + ".tmp.npy", probs)
     os.replace(str(cache) + ".tmp.npy", cache)
-    record_path.write_text(json.dumps(record) + "\n")
     return probs, info
+
+
+def batch_teacher_probabilities(models: list, images: np.ndarray, tta: bool) -> np.ndarray:
+    """The teachers' mean (flip-TTA) probabilities on uint8 ``(N, H, W)`` images; online
+    distillation calls it on every augmented batch, so the targets are for the view the student sees."""
+    return np.mean([predict_arrays(m.module, images, m.card, m.device, tta=tta) for m in models],
+                   axis=0).astype(np.float32)
 
 
 def hardware() -> str:
@@ -304,8 +324,11 @@ def train(cfg: TrainConfig, source: str | None = None, out_dir: str | Path | Non
 
     # ---- model, loss, optimizer, schedule
     initialized_from = _initialize(model, cfg, card) if cfg.init_from else None
-    soft, teachers = None, None
-    if cfg.distill_from:
+    soft, teachers, teacher_models = None, None, None
+    if cfg.distill_from and cfg.distill_online:
+        teacher_models, teachers, _ = load_teachers(cfg.distill_from, train_x, train_y, out, resume,
+                                                    cfg.distill_tta, online=True)
+    elif cfg.distill_from:
         soft, teachers = teacher_probabilities(cfg.distill_from, train_x, train_y, out, resume, cfg.distill_tta)
     model.to(device)
     if device.type == "cpu":
@@ -352,6 +375,9 @@ def train(cfg: TrainConfig, source: str | None = None, out_dir: str | Path | Non
                            leave=False, mininterval=1 if sys.stderr.isatty() else 60)
         for step, (xb, yb, *teacher) in enumerate(batches, start=epoch * steps_per_epoch):
             plateau_warmup(opt, cfg, step, steps_per_epoch)
+            if teacher_models:
+                teacher = [torch.from_numpy(batch_teacher_probabilities(teacher_models, xb[:, 0].numpy(),
+                                                                        cfg.distill_tta))]
             x = normalize(xb, card).to(device)
             y = yb.to(device)
             target = y

@@ -292,10 +292,40 @@ def test_distillation_follows_the_teachers_soft_labels(tiny_source, tmp_path):
     follower, predicted = student(1.0, "follower")
     assert (predicted == (valid_y + 1) % 7).mean() > 0.8
     record = follower.card["training"]["distilled_from"]
-    assert record == [{"name": "shifted", "weights_hash": weights_hash(load_model(teacher)), "tta": False}]
+    assert record == [{"name": "shifted", "weights_hash": weights_hash(load_model(teacher)), "tta": False,
+                       "online": False}]
     # no weight on the teacher: the labels win
     _, predicted = student(0.0, "labels")
     assert (predicted == valid_y).mean() > 0.8
+
+
+def test_online_distillation_targets_the_view_the_student_sees(tiny_source, tmp_path):
+    """A mirror swaps the generated classes in pairs (their marks sit at mirrored places: 0-1, 2-3,
+    4-5), so under flip augmentation only targets computed on the flipped view teach the right
+    class: offline targets, the clean image's, teach both classes of a pair for the same mark."""
+    teacher = train(_config(epochs=8), source=str(tiny_source), out_dir=tmp_path / "teacher", progress=False)
+    from ferlab.training import load_split
+    from ferlab.evaluation import predict_arrays
+    valid_x, valid_y = load_split("valid", str(tiny_source), 48)
+
+    paired = valid_y < 6
+
+    def student_confidence(online):
+        """Mean probability of the true class on the mirror-paired classes (offline: about 1/2)."""
+        run = train(_config(epochs=8, augmentation="basic", distill_from=[str(teacher)], distill_alpha=1.0,
+                            distill_temperature=1.0, distill_tta=False, distill_online=online),
+                    source=str(tiny_source), out_dir=tmp_path / f"online_{online}", progress=False)
+        model = load_model(run)
+        assert model.card["training"]["distilled_from"][0]["online"] is online
+        model.module.load_state_dict(torch.load(run / "state.pt", weights_only=True)["model"])
+        probs = predict_arrays(model.module, valid_x, model.card)
+        return probs[paired, valid_y[paired]].mean()
+
+    online, offline = student_confidence(online=True), student_confidence(online=False)
+    print(f"true-class probability: online {online:.3f}, offline {offline:.3f}")
+    assert online > 0.7 and offline < 0.55
+    with pytest.raises(ValueError, match="distill_from"):
+        _config(distill_online=True)
 
 
 def test_distillation_resume_reuses_its_targets_and_refuses_other_teachers(tiny_source, tmp_path):
