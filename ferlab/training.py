@@ -448,6 +448,65 @@ def train(cfg: TrainConfig, source: str | None = None, out_dir: str | Path | Non
                        initialized_from, teachers)
 
 
+def rebuild_state(cfg: TrainConfig, checkpoint: str | Path, log_rows: list[dict], out: str | Path,
+                  lr: float | None = None) -> Path:
+    """Write ``out/state.pt`` (and ``out/best``) so that ``train(cfg, resume=True)`` continues after
+    a shipped checkpoint's best epoch, for when the run folder that trained it is lost (run folders
+    are not in git).  What is recovered: the shipped weights (as they load: a float16 or int8
+    storage is what continues), the training log up to that epoch (``log_rows``, e.g. the
+    checkpoint's ``results/<name>/log.csv``), the selection score and early-stopping count, the
+    plateau schedule's best loss and its count of epochs since, and the card's wall time.  What is
+    not: the optimizer's moments (it starts afresh) and the random state.  ``lr`` sets the learning
+    rate from here on (a plateau reduction, say); the card's note should say so."""
+    from .checkpoints import load_model
+    if cfg.ema or cfg.swa_start:
+        raise ValueError("a shipped checkpoint holds the averaged weights, not the running ones that EMA/SWA "
+                         "continue from; rebuild a run without ema/swa_start")
+    if cfg.schedule not in ("plateau", "none"):
+        raise ValueError(f"schedule {cfg.schedule!r} steps per batch; rebuild supports plateau and none")
+    start = load_model(checkpoint, device="cpu")
+    card = start.card
+    model = create_model(cfg.architecture, **cfg.model)
+    if card["architecture"] != cfg.architecture or start.module.config != model.config:
+        raise ValueError(f"{checkpoint} is {card['architecture']} {start.module.config}; this config builds "
+                         f"{cfg.architecture} {model.config}")
+    best_epoch = card.get("training", {}).get("best_epoch")
+    if not best_epoch:
+        raise ValueError(f"{checkpoint}'s card names no best epoch (training.best_epoch)")
+    history = [{k: int(v) if k == "epoch" else float(v) for k, v in row.items()} for row in log_rows]
+    if [r["epoch"] for r in history[:best_epoch]] != list(range(1, best_epoch + 1)):
+        raise ValueError(f"the log does not hold epochs 1..{best_epoch} of {checkpoint}")
+    history = history[:best_epoch]
+    shipped = card["metrics"]["valid"]
+    if abs(history[-1]["valid_acc"] - shipped["accuracy"]) > 0.005:
+        raise ValueError(f"epoch {best_epoch} of the log has PublicTest accuracy {history[-1]['valid_acc']:.4f}; "
+                         f"the checkpoint's card {shipped['accuracy']:.4f}: not this checkpoint's log")
+    model.load_state_dict(start.module.state_dict())
+    opt = make_optimizer(model.parameters(), cfg)
+    lr = lr if lr is not None else history[-1]["lr"]
+    for group in opt.param_groups:
+        group["lr"] = lr
+    scheduler, _ = make_scheduler(opt, cfg, steps_per_epoch=1)
+    if scheduler is not None:  # plateau: it steps on the PublicTest loss every epoch
+        losses = [r["valid_loss"] for r in history]
+        low = int(np.argmin(losses))
+        scheduler.best, scheduler.num_bad_epochs = losses[low], len(losses) - 1 - low
+        scheduler.last_epoch, scheduler._last_lr = len(losses), [lr]
+    scores = [r["valid_loss"] if cfg.select_on == "loss" else -r["valid_acc"] for r in history]
+    top = int(np.argmin(scores))
+    best = {"score": scores[top], "epoch": top + 1, "valid_acc": history[top]["valid_acc"],
+            "valid_loss": history[top]["valid_loss"]}
+    out = Path(out)
+    save_checkpoint(model, {"architecture": cfg.architecture, "config": model.config}, out / "best")
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
+             "scheduler": scheduler.state_dict() if scheduler is not None else {}, "ema": {}, "swa": {},
+             "rng": torch.get_rng_state(), "epoch": best_epoch - 1, "history": history, "best": best,
+             "bad_epochs": len(scores) - 1 - top, "wall_seconds": float(card["training"]["wall_seconds"])}
+    torch.save(state, str(out / "state.pt") + ".tmp")
+    os.replace(str(out / "state.pt") + ".tmp", out / "state.pt")
+    return out
+
+
 def _initialize(model, cfg: TrainConfig, card: dict) -> dict:
     """Load ``cfg.init_from``'s weights into ``model``; the architecture, its config and the
     normalization must match, or fine-tuning would silently start from a different network."""

@@ -377,3 +377,34 @@ def test_int8_export_card_metrics_are_the_stored_weights(tiny_source, tmp_path):
     assert f"| {100 * check['accuracy_float32']:.2f}% |" in float32_row
     with pytest.raises(ValueError, match="storage"):
         _config(half=True, storage="int8")
+
+
+def test_rebuilt_state_resumes_after_the_shipped_best_epoch(tiny_source, tmp_path):
+    """A lost run folder is rebuilt from its checkpoint and log: the resumed run starts from the
+    shipped weights after the best epoch, keeps the log up to there and takes the new rate."""
+    from ferlab.training import rebuild_state
+    cfg = _config(epochs=4, schedule="plateau", plateau_patience=5, select_on="loss", seed=2)
+    shipped = train(cfg, source=str(tiny_source), out_dir=tmp_path / "lost", progress=False)
+    card = load_model(shipped).card
+    best_epoch = card["training"]["best_epoch"]
+    rows = _log(shipped)
+    out = tmp_path / "rebuilt"
+    rebuild_state(cfg, shipped, rows, out, lr=1e-3)
+    state = torch.load(out / "state.pt", weights_only=True)
+    assert state["epoch"] == best_epoch - 1 and state["best"]["epoch"] == best_epoch
+    shipped_weights = load_model(shipped).module.state_dict()
+    assert all(torch.equal(state["model"][k], shipped_weights[k]) for k in shipped_weights)
+    assert state["scheduler"]["best"] == pytest.approx(min(float(r["valid_loss"]) for r in rows[:best_epoch]))
+
+    resumed = train(_config(epochs=best_epoch + 2, schedule="plateau", plateau_patience=5, select_on="loss", seed=2),
+                    source=str(tiny_source), out_dir=out, resume=True, progress=False)
+    after = _log(resumed)
+    assert [int(r["epoch"]) for r in after] == list(range(1, best_epoch + 3))
+    assert [{k: float(v) for k, v in r.items()} for r in after[:best_epoch]] == \
+        [{k: float(v) for k, v in r.items()} for r in rows[:best_epoch]]
+    assert float(after[best_epoch]["lr"]) == pytest.approx(1e-3)
+
+    with pytest.raises(ValueError, match="not this checkpoint's log"):
+        rebuild_state(cfg, shipped, [{**r, "valid_acc": "0.01"} for r in rows], tmp_path / "wrong_log")
+    with pytest.raises(ValueError, match="ema/swa_start"):
+        rebuild_state(_config(swa_start=1), shipped, rows, tmp_path / "swa")
