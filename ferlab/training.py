@@ -317,13 +317,11 @@ def train(cfg: TrainConfig, source: str | None = None, out_dir: str | Path | Non
     size = model.input_size
     train_x, train_y = load_split("train", source, size, cfg.labels)
     valid_x, valid_y = load_split("valid", source, size, cfg.labels)
-    channels = model.in_channels
-    mean = cfg.mean or (list(IMAGENET_MEAN) if channels == 3 else [0.5] * channels)
-    std = cfg.std or (list(IMAGENET_STD) if channels == 3 else [0.5] * channels)
-    card = {"in_channels": channels, "mean": mean, "std": std}
+    card = input_card(cfg, model.in_channels)
+    mean, std = card["mean"], card["std"]
 
     # ---- model, loss, optimizer, schedule
-    initialized_from = _initialize(model, cfg, card) if cfg.init_from else None
+    initialized_from = _initialize(model, cfg, card, cfg.init_from)[0] if cfg.init_from else None
     soft, teachers, teacher_models = None, None, None
     if cfg.distill_from and cfg.distill_online:
         teacher_models, teachers, _ = load_teachers(cfg.distill_from, train_x, train_y, out, resume,
@@ -458,18 +456,13 @@ def rebuild_state(cfg: TrainConfig, checkpoint: str | Path, log_rows: list[dict]
     plateau schedule's best loss and its count of epochs since, and the card's wall time.  What is
     not: the optimizer's moments (it starts afresh) and the random state.  ``lr`` sets the learning
     rate from here on (a plateau reduction, say); the card's note should say so."""
-    from .checkpoints import load_model
     if cfg.ema or cfg.swa_start:
         raise ValueError("a shipped checkpoint holds the averaged weights, not the running ones that EMA/SWA "
                          "continue from; rebuild a run without ema/swa_start")
     if cfg.schedule not in ("plateau", "none"):
         raise ValueError(f"schedule {cfg.schedule!r} steps per batch; rebuild supports plateau and none")
-    start = load_model(checkpoint, device="cpu")
-    card = start.card
     model = create_model(cfg.architecture, **cfg.model)
-    if card["architecture"] != cfg.architecture or start.module.config != model.config:
-        raise ValueError(f"{checkpoint} is {card['architecture']} {start.module.config}; this config builds "
-                         f"{cfg.architecture} {model.config}")
+    _, card = _initialize(model, cfg, input_card(cfg, model.in_channels), checkpoint)
     best_epoch = card.get("training", {}).get("best_epoch")
     if not best_epoch:
         raise ValueError(f"{checkpoint}'s card names no best epoch (training.best_epoch)")
@@ -477,11 +470,11 @@ def rebuild_state(cfg: TrainConfig, checkpoint: str | Path, log_rows: list[dict]
     if [r["epoch"] for r in history[:best_epoch]] != list(range(1, best_epoch + 1)):
         raise ValueError(f"the log does not hold epochs 1..{best_epoch} of {checkpoint}")
     history = history[:best_epoch]
-    shipped = card["metrics"]["valid"]
-    if abs(history[-1]["valid_acc"] - shipped["accuracy"]) > 0.005:
+    # the log scored the float32 weights; a card stored in fewer bits measured them too, at export
+    shipped = card.get("storage_check", {}).get("accuracy_float32", card["metrics"]["valid"]["accuracy"])
+    if abs(history[-1]["valid_acc"] - shipped) > 0.005:
         raise ValueError(f"epoch {best_epoch} of the log has PublicTest accuracy {history[-1]['valid_acc']:.4f}; "
-                         f"the checkpoint's card {shipped['accuracy']:.4f}: not this checkpoint's log")
-    model.load_state_dict(start.module.state_dict())
+                         f"the checkpoint's card {shipped:.4f}: not this checkpoint's log")
     opt = make_optimizer(model.parameters(), cfg)
     lr = lr if lr is not None else history[-1]["lr"]
     for group in opt.param_groups:
@@ -507,22 +500,31 @@ def rebuild_state(cfg: TrainConfig, checkpoint: str | Path, log_rows: list[dict]
     return out
 
 
-def _initialize(model, cfg: TrainConfig, card: dict) -> dict:
-    """Load ``cfg.init_from``'s weights into ``model``; the architecture, its config and the
-    normalization must match, or fine-tuning would silently start from a different network."""
+def input_card(cfg: TrainConfig, channels: int) -> dict:
+    """Channels and normalization of the model's input: the config's, else 0.5 / 0.5 per channel
+    (ImageNet's for 3 channels)."""
+    mean = cfg.mean or (list(IMAGENET_MEAN) if channels == 3 else [0.5] * channels)
+    std = cfg.std or (list(IMAGENET_STD) if channels == 3 else [0.5] * channels)
+    return {"in_channels": channels, "mean": mean, "std": std}
+
+
+def _initialize(model, cfg: TrainConfig, card: dict, checkpoint) -> tuple[dict, dict]:
+    """Load ``checkpoint``'s weights into ``model``; the architecture, its config and the
+    normalization must match, or training would silently go on from a different network.  Returns
+    what a card records of the checkpoint (``initialized_from``) and the checkpoint's own card."""
     from .audit import weights_hash
     from .checkpoints import load_model
-    start = load_model(cfg.init_from, device="cpu")
+    start = load_model(checkpoint, device="cpu")
     if start.card["architecture"] != cfg.architecture or start.module.config != model.config:
-        raise ValueError(f"init_from {cfg.init_from!r} is {start.card['architecture']} {start.module.config}; "
-                         f"this config builds {cfg.architecture} {model.config}")
+        raise ValueError(f"checkpoint {str(checkpoint)!r} is {start.card['architecture']} {start.module.config}; "
+                         f"this config builds {cfg.architecture} {model.config} (init_from and rebuild need the same)")
     if [start.card["mean"], start.card["std"]] != [card["mean"], card["std"]]:
-        raise ValueError(f"init_from {cfg.init_from!r} normalizes with mean {start.card['mean']} / std "
+        raise ValueError(f"checkpoint {str(checkpoint)!r} normalizes with mean {start.card['mean']} / std "
                          f"{start.card['std']}; this config uses {card['mean']} / {card['std']}")
     model.load_state_dict(start.module.state_dict())
     training = start.card.get("training", {})
     return {"name": start.name, "weights_hash": weights_hash(start), "epochs_run": training.get("epochs_run"),
-            "wall_seconds": training.get("wall_seconds"), "hardware": training.get("hardware")}
+            "wall_seconds": training.get("wall_seconds"), "hardware": training.get("hardware")}, start.card
 
 
 @torch.no_grad()

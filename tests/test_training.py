@@ -408,3 +408,5 @@ def test_rebuilt_state_resumes_after_the_shipped_best_epoch(tiny_source, tmp_pat
         rebuild_state(cfg, shipped, [{**r, "valid_acc": "0.01"} for r in rows], tmp_path / "wrong_log")
     with pytest.raises(ValueError, match="ema/swa_start"):
         rebuild_state(_config(swa_start=1), shipped, rows, tmp_path / "swa")
+    with pytest.raises(ValueError, match="normalizes with"):
+        rebuild_state(_config(mean=[0.4], std=[0.3]), shipped, rows, tmp_path / "other_normalization")
