@@ -307,7 +307,6 @@ def test_online_distillation_targets_the_view_the_student_sees(tiny_source, tmp_
     from ferlab.training import load_split
     from ferlab.evaluation import predict_arrays
     valid_x, valid_y = load_split("valid", str(tiny_source), 48)
-
     paired = valid_y < 6
 
     def student_confidence(online):
