@@ -318,7 +318,6 @@ def train(cfg: TrainConfig, source: str | None = None, out_dir: str | Path | Non
     train_x, train_y = load_split("train", source, size, cfg.labels)
     valid_x, valid_y = load_split("valid", source, size, cfg.labels)
     card = input_card(cfg, model.in_channels)
-    mean, std = card["mean"], card["std"]
 
     # ---- model, loss, optimizer, schedule
     initialized_from = _initialize(model, cfg, card, cfg.init_from)[0] if cfg.init_from else None
@@ -431,13 +430,7 @@ def train(cfg: TrainConfig, source: str | None = None, out_dir: str | Path | Non
             writer.writeheader()
             writer.writerows(history)
         training_curves(history, out / "curves.png", title=cfg.name)
-        state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                 "scheduler": scheduler.state_dict() if scheduler is not None else {},
-                 "ema": ema.state_dict() if ema is not None else {},
-                 "swa": swa.state_dict() if swa is not None else {}, "rng": torch.get_rng_state(),
-                 "epoch": epoch, "history": history, "best": best, "bad_epochs": bad_epochs, "wall_seconds": wall}
-        torch.save(state, str(state_path) + ".tmp")
-        os.replace(str(state_path) + ".tmp", state_path)
+        save_state(state_path, model, opt, scheduler, epoch, history, best, bad_epochs, wall, ema, swa)
         if cfg.early_stopping and bad_epochs >= cfg.early_stopping:
             print(f"early stopping after epoch {epoch + 1}: no improvement for {bad_epochs} epochs", flush=True)
             break
@@ -491,13 +484,22 @@ def rebuild_state(cfg: TrainConfig, checkpoint: str | Path, log_rows: list[dict]
             "valid_loss": history[top]["valid_loss"]}
     out = Path(out)
     save_checkpoint(model, {"architecture": cfg.architecture, "config": model.config}, out / "best")
-    state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
-             "scheduler": scheduler.state_dict() if scheduler is not None else {}, "ema": {}, "swa": {},
-             "rng": torch.get_rng_state(), "epoch": best_epoch - 1, "history": history, "best": best,
-             "bad_epochs": len(scores) - 1 - top, "wall_seconds": float(card["training"]["wall_seconds"])}
-    torch.save(state, str(out / "state.pt") + ".tmp")
-    os.replace(str(out / "state.pt") + ".tmp", out / "state.pt")
+    save_state(out / "state.pt", model, opt, scheduler, best_epoch - 1, history, best, len(scores) - 1 - top,
+               float(card["training"]["wall_seconds"]))
     return out
+
+
+def save_state(path: Path, model, opt, scheduler, epoch: int, history: list, best: dict, bad_epochs: int,
+               wall: float, ema=None, swa=None) -> None:
+    """The resumable ``state.pt`` that ``train(..., resume=True)`` reads, written atomically;
+    ``epoch`` is the 0-based index of the last finished epoch."""
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
+             "scheduler": scheduler.state_dict() if scheduler is not None else {},
+             "ema": ema.state_dict() if ema is not None else {},
+             "swa": swa.state_dict() if swa is not None else {}, "rng": torch.get_rng_state(),
+             "epoch": epoch, "history": history, "best": best, "bad_epochs": bad_epochs, "wall_seconds": wall}
+    torch.save(state, str(path) + ".tmp")
+    os.replace(str(path) + ".tmp", path)
 
 
 def input_card(cfg: TrainConfig, channels: int) -> dict:
