@@ -121,17 +121,27 @@ def encode_weights(tensors: dict[str, torch.Tensor], storage: str) -> dict[str, 
     raise ValueError(f"unknown storage {storage!r}; expected one of {', '.join(STORAGE_DTYPES)}")
 
 
+def decode_weights(encoded: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Encoded tensors (any storage) as they load: float32."""
+    return {k: v.float() if v.is_floating_point() else v for k, v in dequantize_int8(encoded).items()}
+
+
 def stored(tensors: dict[str, torch.Tensor], storage: str) -> dict[str, torch.Tensor]:
     """``tensors`` as they come back after saving with ``storage`` (float32), so that what is
     measured before saving is what loads."""
-    decoded = dequantize_int8(encode_weights(tensors, storage))
-    return {k: v.float() if v.is_floating_point() else v for k, v in decoded.items()}
+    return decode_weights(encode_weights(tensors, storage))
 
 
-def save_checkpoint(model: FERNet, card: dict, out_dir: str | Path, storage: str = "float32") -> Path:
+def save_checkpoint(model: FERNet, card: dict, out_dir: str | Path, storage: str = "float32",
+                    tensors: dict[str, torch.Tensor] | None = None) -> Path:
     """Write weights and card atomically into ``out_dir``; returns the folder.  ``storage``:
-    float32, float16 or int8 (``encode_weights``); every storage loads as float32."""
-    tensors = encode_weights({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, storage)
+    float32, float16 or int8 (``encode_weights``); every storage loads as float32.  ``tensors``:
+    the model's weights already encoded (e.g. ``quantization.gptq_int8``), written instead."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if tensors is None:
+        tensors = encode_weights(state, storage)
+    else:
+        _check_encoded(tensors, state)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     card = dict(card, storage_dtype=storage)
@@ -141,6 +151,15 @@ def save_checkpoint(model: FERNet, card: dict, out_dir: str | Path, storage: str
     os.replace(tmp_w, out / WEIGHTS_FILE)
     os.replace(tmp_c, out / CARD_FILE)
     return out
+
+
+def _check_encoded(tensors: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> None:
+    decoded = dequantize_int8(tensors)
+    wrong = sorted(set(decoded) ^ set(state)) + [
+        k for k in state if k in decoded and (decoded[k].shape != state[k].shape
+                                             or decoded[k].is_floating_point() != state[k].is_floating_point())]
+    if wrong:
+        raise ValueError(f"the encoded tensors do not match the model's weights: {', '.join(wrong[:5])}")
 
 
 def update_card(folder: str | Path, **fields) -> dict:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms import v2
 
-from .checkpoints import STORAGE_DTYPES, base_card, pick_device, save_checkpoint, stored
+from .checkpoints import STORAGE_DTYPES, base_card, decode_weights, encode_weights, pick_device, save_checkpoint
 from .data import default_source, ferplus_labels, fingerprint, load_fer2013, to_arrays
 from .evaluation import predict_arrays
 from .labels import NUM_CLASSES
@@ -73,6 +73,7 @@ class TrainConfig:
     seed: int = 0
     half: bool = False                               # store the exported weights in float16 (= storage: float16)
     storage: str | None = None                       # float32 | float16 | int8; unset: float16 if half else float32
+    int8_rounding: str = "nearest"                   # nearest | gptq (int8: rounding that compensates output error)
     labels: str = "fer2013"                          # fer2013 | ferplus (FER+ majority; rows without one dropped)
     loader_workers: int = 1
 
@@ -84,6 +85,9 @@ class TrainConfig:
             raise ValueError(f"storage {self.storage!r} with half={self.half}: set storage to one of "
                              f"{', '.join(STORAGE_DTYPES)} (half: true is storage: float16)")
         self.storage = self.storage or ("float16" if self.half else "float32")
+        if self.int8_rounding not in ("nearest", "gptq") or (self.int8_rounding == "gptq" and self.storage != "int8"):
+            raise ValueError(f"int8_rounding {self.int8_rounding!r} with storage {self.storage!r}: nearest or "
+                             "gptq, and gptq only with storage: int8")
         if self.distill_from is not None:
             if isinstance(self.distill_from, str) or not self.distill_from:
                 raise ValueError("distill_from is a list of teacher checkpoints (names or folders)")
@@ -540,6 +544,24 @@ def _recompute_batchnorm(model, train_x, train_y, card, cfg, epoch, device):
     torch.optim.swa_utils.update_bn(inputs(), model)
 
 
+CALIBRATION_IMAGES = 1024
+
+
+def calibration_images(train_x: np.ndarray, n: int = CALIBRATION_IMAGES, seed: int = 0) -> np.ndarray:
+    """A fixed random subset of the training images (no labels) for GPTQ's int8 calibration."""
+    return train_x[np.sort(np.random.default_rng(seed).permutation(len(train_x))[:n])]
+
+
+def encode_best(cfg, best_weights: dict, card: dict, train_x: np.ndarray) -> dict:
+    """The best epoch's weights as ``cfg.storage`` writes them (GPTQ codes with ``int8_rounding: gptq``)."""
+    if cfg.int8_rounding == "gptq":
+        from .quantization import gptq_int8
+        model = create_model(cfg.architecture, **cfg.model)
+        model.load_state_dict(best_weights)
+        return gptq_int8(model, calibration_images(train_x), card)
+    return encode_weights(best_weights, cfg.storage)
+
+
 def export_best(cfg, out, source, card, train_x, train_y, valid_x, valid_y, history, best, wall, command,
                 initialized_from=None, teachers=None) -> Path:
     """Rebuild the best epoch, score it on valid, write weights + card to ``out``."""
@@ -548,7 +570,8 @@ def export_best(cfg, out, source, card, train_x, train_y, valid_x, valid_y, hist
     model = create_model(cfg.architecture, **cfg.model)
     # the weights as the chosen storage will load them: the card's metrics are the shipped weights'
     best_weights = load_file(str(out / "best" / "model.safetensors"))
-    model.load_state_dict(stored(best_weights, cfg.storage))
+    encoded = encode_best(cfg, best_weights, card, train_x)
+    model.load_state_dict(decode_weights(encoded))
     model.eval()
     probs = predict_arrays(model, valid_x, card, torch.device("cpu"))
     probs_tta = predict_arrays(model, valid_x, card, torch.device("cpu"), tta=True)
@@ -568,18 +591,20 @@ def export_best(cfg, out, source, card, train_x, train_y, valid_x, valid_y, hist
         "metrics": {"valid": classification_metrics(valid_y, probs),
                     "valid_tta": classification_metrics(valid_y, probs_tta)},
     }
-    model.load_state_dict(best_weights)  # quantize once, from the float32 weights
+    model.load_state_dict(best_weights)  # float32, the reference; the file gets ``encoded``
     if cfg.storage not in (None, "float32"):
         # the float32 weights do not ship (they are what the size limit keeps out), so what the
         # storage costs is measured here, once, on PublicTest, and kept in the card
         reference = predict_arrays(model, valid_x, card, torch.device("cpu"))
         extra["storage_check"] = {
             "storage": cfg.storage, "split": "valid",
+            **({"rounding": cfg.int8_rounding} if cfg.storage == "int8" else {}),
+            **({"calibration": f"{CALIBRATION_IMAGES} Training images"} if cfg.int8_rounding == "gptq" else {}),
             "accuracy_float32": float((reference.argmax(1) == valid_y).mean()),
             "accuracy_stored": float((probs.argmax(1) == valid_y).mean()),
             "max_probability_change": float(np.abs(probs - reference).max())}
     full = _export_card(model, cfg, card["mean"], card["std"], extra)
-    save_checkpoint(model, full, out, storage=cfg.storage)
+    save_checkpoint(model, full, out, storage=cfg.storage, tensors=encoded)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     return out
 

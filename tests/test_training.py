@@ -345,23 +345,34 @@ def test_distillation_resume_reuses_its_targets_and_refuses_other_teachers(tiny_
             _config(**bad)
 
 
-def test_int8_export_card_metrics_are_the_stored_weights(tiny_source, tmp_path):
+@pytest.mark.parametrize("rounding", ["nearest", "gptq"])
+def test_int8_export_card_metrics_are_the_stored_weights(tiny_source, tmp_path, rounding):
     from ferlab.evaluation import predict_arrays
-    from ferlab.training import load_split
-    out = train(_config(epochs=2, storage="int8"), source=str(tiny_source), out_dir=tmp_path / "run", progress=False)
+    from ferlab.training import calibration_images, load_split
+    out = train(_config(epochs=2, storage="int8", int8_rounding=rounding), source=str(tiny_source),
+                out_dir=tmp_path / "run", progress=False)
     model = load_model(out)
     assert model.card["storage_dtype"] == "int8"
     x, y = load_split("valid", str(tiny_source), 48)
     probs = predict_arrays(model.module, x, model.card)
     assert model.card["metrics"]["valid"]["accuracy"] == pytest.approx(float((probs.argmax(1) == y).mean()))
     from safetensors.torch import load_file
-    from ferlab.checkpoints import stored
+    from ferlab.checkpoints import decode_weights, stored
     best = load_file(str(out / "best" / "model.safetensors"))  # the selected epoch, float32
-    expected = stored(best, "int8")
+    nearest = stored(best, "int8")
+    if rounding == "gptq":  # calibrated on training images, the codes differ from nearest rounding
+        from ferlab.quantization import gptq_int8
+        float32_net = load_model(out / "best", device="cpu").module
+        train_x, _ = load_split("train", str(tiny_source), 48)
+        expected = decode_weights(gptq_int8(float32_net, calibration_images(train_x), model.card))
+        assert any(not torch.equal(expected[k], nearest[k]) for k in nearest)
+    else:
+        expected = nearest
     for name, w in model.module.state_dict().items():
         assert torch.equal(w, expected[name]), name
     # what int8 costs, measured against the float32 weights that do not ship
     check = model.card["storage_check"]
+    assert check["rounding"] == rounding and ("calibration" in check) == (rounding == "gptq")
     float32 = load_model(out / "best")
     reference = predict_arrays(float32.module, x, float32.card)
     assert check["storage"] == "int8" and check["accuracy_stored"] == model.card["metrics"]["valid"]["accuracy"]
@@ -376,6 +387,8 @@ def test_int8_export_card_metrics_are_the_stored_weights(tiny_source, tmp_path):
     assert f"| {100 * check['accuracy_float32']:.2f}% |" in float32_row
     with pytest.raises(ValueError, match="storage"):
         _config(half=True, storage="int8")
+    with pytest.raises(ValueError, match="int8_rounding"):
+        _config(storage="float16", int8_rounding="gptq")
 
 
 def test_rebuilt_state_resumes_after_the_shipped_best_epoch(tiny_source, tmp_path):
