@@ -3,7 +3,8 @@
     python benchmarks/storage.py [--checkpoint cnn ...] [--out results/storage.md]
 
 Each checkpoint's float32 weights are saved with every storage (``ferlab.checkpoints.save_checkpoint``)
-and loaded back through ``load_model``, side by side in one run; accuracy on PublicTest and
+and loaded back through ``load_model``, side by side in one run (``int8 gptq``: the int8 file with
+GPTQ's error-compensating codes, calibrated on 1,024 Training images as ``int8_rounding: gptq`` does); accuracy on PublicTest and
 PrivateTest (against the labels the model was trained on: FER+ majority for ``ferplus``), and the
 largest change of any class probability against float32.  The last rows give
 the file sizes of an untrained ``vgg19`` (20 M parameters, VGG19-BN features as shipped): sizes do
@@ -27,7 +28,8 @@ from ferlab.checkpoints import (STORAGE_DTYPES, WEIGHTS_FILE, base_card, resolve
                                trained_labels)
 from ferlab.evaluation import predict_arrays  # noqa: E402
 from ferlab.models import create_model  # noqa: E402
-from ferlab.training import load_split  # noqa: E402
+from ferlab.quantization import gptq_int8  # noqa: E402
+from ferlab.training import calibration_images, load_split  # noqa: E402
 
 
 def main(argv=None):
@@ -40,6 +42,10 @@ def main(argv=None):
         return {"PublicTest": load_split("valid", source, 48, labels),
                 "PrivateTest": load_split("test", source, 48, labels)}
 
+    @functools.cache
+    def train_images():  # GPTQ's calibration set: unlabeled Training images, as the export takes them
+        return load_split("train", source, 48)[0]
+
     lines = ["| model | storage | file size | PublicTest | PrivateTest | max change of a probability vs float32 |",
              "|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -50,9 +56,11 @@ def main(argv=None):
                 lines += shipped_quantized_rows(name, original, model_splits)
                 continue
             reference = {}
-            for storage in STORAGE_DTYPES:
+            for storage in (*STORAGE_DTYPES, "int8 gptq"):
+                tensors = (gptq_int8(original.module, calibration_images(train_images()), original.card)
+                           if storage == "int8 gptq" else None)
                 folder = save_checkpoint(original.module, original.card, Path(tmp) / f"{name}_{storage}",
-                                         storage=storage)
+                                         storage=storage.split()[0], tensors=tensors)
                 model = load_model(folder, device="cpu")
                 cells, change = [], 0.0
                 for split, (x, y) in model_splits.items():
@@ -81,7 +89,8 @@ def shipped_quantized_rows(name, model, splits) -> list[str]:
     size = (resolve(name) / WEIGHTS_FILE).stat().st_size / 2**20
     check = model.card.get("storage_check")
     change = f"{check['max_probability_change']:.4f} (PublicTest, at export)" if check else "not recorded"
-    rows = [f"| {name} | {model.card['storage_dtype']} (shipped) | {size:.1f} MB | {' | '.join(cells)} | {change} |"]
+    rounding = " gptq" if check and check.get("rounding") == "gptq" else ""
+    rows = [f"| {name} | {model.card['storage_dtype']}{rounding} (shipped) | {size:.1f} MB | {' | '.join(cells)} | {change} |"]
     if check:
         rows.append(f"| {name} | float32 (at export, not shipped) | | {100 * check['accuracy_float32']:.2f}% | | |")
     return rows

@@ -103,3 +103,14 @@ def test_each_layer_is_calibrated_on_what_the_rounded_layers_before_it_give():
     assert torch.equal(encoded["3.weight"], expected)
     float_hidden = torch.relu(net[1](x)).detach()
     assert not torch.equal(gptq_codes(net[3].weight, (float_hidden.T @ float_hidden).double().unsqueeze(0)), expected)
+
+
+def test_storage_benchmark_scores_gptq_beside_nearest_rounding(tiny_source, tmp_path):
+    from benchmarks import storage
+    model = _net("cnn", widths=[8, 16, 16, 16], hidden=32)
+    folder = save_checkpoint(model, base_card(model, CARD["mean"], CARD["std"]), tmp_path / "tiny")
+    out = tmp_path / "storage.md"
+    storage.main(["--checkpoint", str(folder), "--source", str(tiny_source), "--out", str(out)])
+    rows = [line for line in out.read_text().splitlines() if line.startswith(f"| {folder} |")]
+    assert [r.split(" | ")[1] for r in rows] == ["float32", "float16", "int8", "int8 gptq"]
+    assert all(r.count("%") == 2 for r in rows)  # PublicTest and PrivateTest for each

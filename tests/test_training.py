@@ -382,7 +382,7 @@ def test_int8_export_card_metrics_are_the_stored_weights(tiny_source, tmp_path, 
     # benchmarks/storage.py scores it as shipped, beside that export-time float32 accuracy
     from benchmarks.storage import shipped_quantized_rows
     shipped, float32_row = shipped_quantized_rows(str(out), model, {"PublicTest": (x, y)})
-    assert shipped.startswith(f"| {out} | int8 (shipped) |")
+    assert shipped.startswith(f"| {out} | int8{' gptq' if rounding == 'gptq' else ''} (shipped) |")
     assert f"| {100 * check['accuracy_stored']:.2f}% |" in shipped
     assert f"| {100 * check['accuracy_float32']:.2f}% |" in float32_row
     with pytest.raises(ValueError, match="storage"):
