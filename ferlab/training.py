@@ -602,6 +602,7 @@ def export_best(cfg, out, source, card, train_x, train_y, valid_x, valid_y, hist
             **({"calibration": f"{CALIBRATION_IMAGES} Training images"} if cfg.int8_rounding == "gptq" else {}),
             "accuracy_float32": float((reference.argmax(1) == valid_y).mean()),
             "accuracy_stored": float((probs.argmax(1) == valid_y).mean()),
+            "answers_changed": int((probs.argmax(1) != reference.argmax(1)).sum()),
             "max_probability_change": float(np.abs(probs - reference).max())}
     full = _export_card(model, cfg, card["mean"], card["std"], extra)
     save_checkpoint(model, full, out, storage=cfg.storage, tensors=encoded)

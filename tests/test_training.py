@@ -378,6 +378,7 @@ def test_int8_export_card_metrics_are_the_stored_weights(tiny_source, tmp_path, 
     assert check["storage"] == "int8" and check["accuracy_stored"] == model.card["metrics"]["valid"]["accuracy"]
     assert check["accuracy_float32"] == pytest.approx(float((reference.argmax(1) == y).mean()))
     assert check["max_probability_change"] == pytest.approx(float(np.abs(probs - reference).max()), abs=1e-6)
+    assert check["answers_changed"] == int((probs.argmax(1) != reference.argmax(1)).sum())
     assert check["max_probability_change"] > 0
     # benchmarks/storage.py scores it as shipped, beside that export-time float32 accuracy
     from benchmarks.storage import shipped_quantized_rows
