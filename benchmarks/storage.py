@@ -4,9 +4,9 @@
 
 Each checkpoint's float32 weights are saved with every storage (``ferlab.checkpoints.save_checkpoint``)
 and loaded back through ``load_model``, side by side in one run (``int8 gptq``: the int8 file with
-GPTQ's error-compensating codes, calibrated on 1,024 Training images as ``int8_rounding: gptq`` does); accuracy on PublicTest and
-PrivateTest (against the labels the model was trained on: FER+ majority for ``ferplus``), and the
-largest change of any class probability against float32.  The last rows give
+GPTQ's error-compensating codes, calibrated on 1,024 Training images as ``int8_rounding: gptq``
+does); accuracy on PublicTest and PrivateTest (against the labels the model was trained on: FER+
+majority for ``ferplus``), and the largest change of any class probability against float32.  The last rows give
 the file sizes of an untrained ``vgg19`` (20 M parameters, VGG19-BN features as shipped): sizes do
 not depend on training, and they are why vgg19 ships in int8 (float16 is over the 25 MB limit).
 A checkpoint shipped below float32 is scored as shipped, beside the float32 accuracy its export
@@ -89,8 +89,8 @@ def shipped_quantized_rows(name, model, splits) -> list[str]:
     size = (resolve(name) / WEIGHTS_FILE).stat().st_size / 2**20
     check = model.card.get("storage_check")
     change = f"{check['max_probability_change']:.4f} (PublicTest, at export)" if check else "not recorded"
-    rounding = " gptq" if check and check.get("rounding") == "gptq" else ""
-    rows = [f"| {name} | {model.card['storage_dtype']}{rounding} (shipped) | {size:.1f} MB | {' | '.join(cells)} | {change} |"]
+    storage = model.card["storage_dtype"] + (" gptq" if check and check.get("rounding") == "gptq" else "")
+    rows = [f"| {name} | {storage} (shipped) | {size:.1f} MB | {' | '.join(cells)} | {change} |"]
     if check:
         rows.append(f"| {name} | float32 (at export, not shipped) | | {100 * check['accuracy_float32']:.2f}% | | |")
     return rows

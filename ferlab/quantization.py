@@ -94,7 +94,9 @@ def gptq_int8(module: nn.Module, images: np.ndarray, card: dict, batch_size: int
     rounded one at a time in registration order, each on the inputs the already-rounded layers
     give it; a layer the forward pass never reaches keeps nearest rounding.  ``module`` is not
     changed."""
-    work = copy.deepcopy(module).float().eval()
+    # contiguous whatever the caller's layout: the codes of near-tie weights follow the last bits of
+    # the calibration activations, and channels-last convs round them differently
+    work = copy.deepcopy(module).float().eval().to(memory_format=torch.contiguous_format)
     encoded = quantize_int8({k: v.detach().cpu() for k, v in work.state_dict().items()})
     for name, layer in work.named_modules():
         if not isinstance(layer, (nn.Conv2d, nn.Linear)):

@@ -114,3 +114,24 @@ def test_storage_benchmark_scores_gptq_beside_nearest_rounding(tiny_source, tmp_
     rows = [line for line in out.read_text().splitlines() if line.startswith(f"| {folder} |")]
     assert [r.split(" | ")[1] for r in rows] == ["float32", "float16", "int8", "int8 gptq"]
     assert all(r.count("%") == 2 for r in rows)  # PublicTest and PrivateTest for each
+
+
+def test_gptq_codes_do_not_depend_on_the_callers_memory_layout(monkeypatch):
+    # load_model hands out channels-last nets on the CPU, training exports contiguous ones: the same
+    # weights must give the same file (on vgg19 the layouts' rounding moved 3 PublicTest answers)
+    import ferlab.quantization as quantization
+    model = _net("cnn", widths=[8, 16, 16, 16], hidden=32)
+    images, _ = make_arrays(16, seed=2)
+    contiguous = gptq_int8(model, images, CARD)
+    layouts = []
+    hessian = quantization._input_hessian
+
+    def recording(module, layer, *args):
+        layouts.append(all(p.is_contiguous() for p in module.parameters()))
+        return hessian(module, layer, *args)
+
+    monkeypatch.setattr(quantization, "_input_hessian", recording)
+    channels_last = gptq_int8(model.to(memory_format=torch.channels_last), images, CARD)
+    assert layouts and all(layouts)  # calibrated on a contiguous copy
+    for key, value in contiguous.items():
+        assert torch.equal(channels_last[key], value), key

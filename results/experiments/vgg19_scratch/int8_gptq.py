@@ -30,7 +30,7 @@ def predictions(state):
 reference = predictions(f32)
 print(f"float32: {np.mean(reference == y):.2%}", flush=True)
 nearest = predictions(stored(f32, "int8"))
-print(f"int8 nearest (shipped): {np.mean(nearest == y):.2%}, {np.sum(nearest != reference)} predictions changed",
+print(f"int8 nearest: {np.mean(nearest == y):.2%}, {np.sum(nearest != reference)} predictions changed",
       flush=True)
 module.load_state_dict(f32)
 t0 = time.time()
