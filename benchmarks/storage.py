@@ -28,8 +28,8 @@ from ferlab.checkpoints import (STORAGE_DTYPES, WEIGHTS_FILE, base_card, resolve
                                trained_labels)
 from ferlab.evaluation import predict_arrays  # noqa: E402
 from ferlab.models import create_model  # noqa: E402
-from ferlab.quantization import gptq_int8  # noqa: E402
-from ferlab.training import calibration_images, load_split  # noqa: E402
+from ferlab.quantization import calibration_images, gptq_int8  # noqa: E402
+from ferlab.training import load_split  # noqa: E402
 
 
 def main(argv=None):

@@ -20,6 +20,14 @@ from .checkpoints import INT8_SCALE, dequantize_int8, quantize_int8
 from .preprocess import normalize
 
 
+CALIBRATION_IMAGES = 1024
+
+
+def calibration_images(train_x: np.ndarray, n: int = CALIBRATION_IMAGES, seed: int = 0) -> np.ndarray:
+    """A fixed random subset of the training images (no labels) for GPTQ's int8 calibration."""
+    return train_x[np.sort(np.random.default_rng(seed).permutation(len(train_x))[:n])]
+
+
 class _Captured(Exception):
     """Raised by the input hook: the rest of the forward pass is not needed."""
 

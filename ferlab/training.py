@@ -34,6 +34,7 @@ from .models import create_model
 from .models.vgg import IMAGENET_MEAN, IMAGENET_STD
 from .plots import training_curves
 from .preprocess import augmentation, normalize
+from .quantization import CALIBRATION_IMAGES, calibration_images, gptq_int8
 
 
 @dataclass
@@ -544,33 +545,17 @@ def _recompute_batchnorm(model, train_x, train_y, card, cfg, epoch, device):
     torch.optim.swa_utils.update_bn(inputs(), model)
 
 
-CALIBRATION_IMAGES = 1024
-
-
-def calibration_images(train_x: np.ndarray, n: int = CALIBRATION_IMAGES, seed: int = 0) -> np.ndarray:
-    """A fixed random subset of the training images (no labels) for GPTQ's int8 calibration."""
-    return train_x[np.sort(np.random.default_rng(seed).permutation(len(train_x))[:n])]
-
-
-def encode_best(cfg, best_weights: dict, card: dict, train_x: np.ndarray) -> dict:
-    """The best epoch's weights as ``cfg.storage`` writes them (GPTQ codes with ``int8_rounding: gptq``)."""
-    if cfg.int8_rounding == "gptq":
-        from .quantization import gptq_int8
-        model = create_model(cfg.architecture, **cfg.model)
-        model.load_state_dict(best_weights)
-        return gptq_int8(model, calibration_images(train_x), card)
-    return encode_weights(best_weights, cfg.storage)
-
-
 def export_best(cfg, out, source, card, train_x, train_y, valid_x, valid_y, history, best, wall, command,
                 initialized_from=None, teachers=None) -> Path:
     """Rebuild the best epoch, score it on valid, write weights + card to ``out``."""
     from safetensors.torch import load_file
 
     model = create_model(cfg.architecture, **cfg.model)
-    # the weights as the chosen storage will load them: the card's metrics are the shipped weights'
     best_weights = load_file(str(out / "best" / "model.safetensors"))
-    encoded = encode_best(cfg, best_weights, card, train_x)
+    model.load_state_dict(best_weights)
+    encoded = (gptq_int8(model, calibration_images(train_x), card) if cfg.int8_rounding == "gptq"
+               else encode_weights(best_weights, cfg.storage))
+    # the weights as the chosen storage will load them: the card's metrics are the shipped weights'
     model.load_state_dict(decode_weights(encoded))
     model.eval()
     probs = predict_arrays(model, valid_x, card, torch.device("cpu"))

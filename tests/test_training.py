@@ -348,7 +348,8 @@ def test_distillation_resume_reuses_its_targets_and_refuses_other_teachers(tiny_
 @pytest.mark.parametrize("rounding", ["nearest", "gptq"])
 def test_int8_export_card_metrics_are_the_stored_weights(tiny_source, tmp_path, rounding):
     from ferlab.evaluation import predict_arrays
-    from ferlab.training import calibration_images, load_split
+    from ferlab.quantization import calibration_images
+    from ferlab.training import load_split
     out = train(_config(epochs=2, storage="int8", int8_rounding=rounding), source=str(tiny_source),
                 out_dir=tmp_path / "run", progress=False)
     model = load_model(out)

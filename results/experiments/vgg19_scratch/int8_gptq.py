@@ -11,8 +11,8 @@ from safetensors.torch import load_file
 from ferlab import load_model
 from ferlab.checkpoints import dequantize_int8, stored
 from ferlab.evaluation import predict_arrays
-from ferlab.quantization import gptq_int8
-from ferlab.training import calibration_images, load_split
+from ferlab.quantization import calibration_images, gptq_int8
+from ferlab.training import load_split
 
 torch.set_num_threads(2)
 m = load_model("vgg19")
