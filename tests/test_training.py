@@ -424,3 +424,27 @@ def test_rebuilt_state_resumes_after_the_shipped_best_epoch(tiny_source, tmp_pat
         rebuild_state(_config(swa_start=1), shipped, rows, tmp_path / "swa")
     with pytest.raises(ValueError, match="normalizes with"):
         rebuild_state(_config(mean=[0.4], std=[0.3]), shipped, rows, tmp_path / "other_normalization")
+
+
+def test_ensemble_check_chooses_from_pool_and_candidates(tiny_source, tmp_path, capsys):
+    import shutil
+    from ferlab.evaluation import predict_arrays
+    from ferlab.training import load_split
+    from train.ensemble_check import main as ensemble_check
+    runs = {n: train(_config(epochs=e, seed=s), source=str(tiny_source), out_dir=tmp_path / n, progress=False)
+            for n, e, s in (("a", 1, 0), ("b", 3, 1), ("c", 3, 2))}
+    ck = tmp_path / "ck"
+    for n in ("a", "b"):
+        shutil.copytree(runs[n], ck / n)
+    choices = ensemble_check(["--candidate", str(runs["c"]), "--checkpoints", str(ck), "--data", str(tiny_source)])
+    assert choices["pool"][0] == ("a", "b")  # the only subset of two
+    chosen, acc = choices["with_candidates"]
+    assert set(chosen) <= {"a", "b", "c"} and len(chosen) >= 2
+    assert acc >= choices["pool"][1]  # the larger search contains the smaller one
+    x, y = load_split("valid", str(tiny_source), 48)
+    models = [load_model(runs[n]) for n in chosen]
+    probs = [predict_arrays(m.module, x, m.card, tta=True) for m in models]
+    assert acc == pytest.approx(100 * float((np.mean(probs, axis=0).argmax(1) == y).mean()))
+    out = capsys.readouterr().out
+    assert "c: PublicTest" in out and "pool + candidates (3)" in out
+    assert "candidates chosen: " + ("c" if "c" in chosen else "none") in out
