@@ -214,3 +214,24 @@ def test_regions_partition_and_words():
     assert shares["mouth"] == pytest.approx(1.0) and sum(shares.values()) == pytest.approx(1.0)
     assert region_words(heat) == "the mouth"
     assert region_words(np.zeros((48, 48))) == "nowhere in particular"
+
+
+def test_benchmark_heatmap_agreement_matches_pytorch_grad_cam_and_counts_empty_maps(trained_marks):
+    from pytorch_grad_cam import GradCAM
+    from benchmarks.explain_speed import heatmap_agreement
+    module = trained_marks.module
+    images = [face(c, np.random.default_rng(c)) for c in range(7)]
+    cam = GradCAM(model=module, target_layers=[module.get_layer(module.default_layer)])
+    try:
+        corr, both_empty = heatmap_agreement(trained_marks, cam, images)
+    finally:
+        cam.activations_and_grads.release()
+    assert corr > 0.99 and both_empty < 7
+
+    class Empty:  # a reference that never finds evidence: disagreement unless ours is empty too
+        def __call__(self, input_tensor, targets):
+            return np.zeros((1, 48, 48), dtype=np.float32)
+    corr, both_empty = heatmap_agreement(trained_marks, Empty(), images)
+    maps = [explain(trained_marks, im, "gradcam").heatmap for im in images]
+    assert both_empty == sum(m.max() <= 0 for m in maps) < 7  # the first call saw evidence in ours
+    assert corr == 0.0
