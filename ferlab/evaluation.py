@@ -40,6 +40,11 @@ def _predict(module, images, card, device, batch_size, tta, progress):
     return torch.cat(out).numpy() if out else np.empty((0, 7), np.float32)
 
 
+def ensemble_accuracy(probabilities: dict[str, np.ndarray], names, labels: np.ndarray) -> float:
+    """Accuracy (0-1) of the mean probabilities of the models ``names``."""
+    return float((np.mean([probabilities[n] for n in names], axis=0).argmax(1) == labels).mean())
+
+
 def select_ensemble(probabilities: dict[str, np.ndarray], labels: np.ndarray, min_size: int = 2) -> tuple[str, ...]:
     """The subset of models whose mean probabilities score best on ``labels`` (ties: fewer models,
     then name order).  Call it with PublicTest predictions only, then report the subset on PrivateTest."""
@@ -48,7 +53,7 @@ def select_ensemble(probabilities: dict[str, np.ndarray], labels: np.ndarray, mi
     best, best_acc = (), -1.0
     for size in range(min_size, len(names) + 1):
         for subset in combinations(names, size):
-            acc = float((np.mean([probabilities[n] for n in subset], axis=0).argmax(1) == labels).mean())
+            acc = ensemble_accuracy(probabilities, subset, labels)
             if acc > best_acc:
                 best, best_acc = subset, acc
     return best

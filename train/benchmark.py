@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 from ferlab import list_models, load_model  # noqa: E402
 from ferlab.checkpoints import metrics_key, trained_labels, training_summary  # noqa: E402
 from ferlab.data import load_fer2013, to_arrays  # noqa: E402
-from ferlab.evaluation import predict_arrays, select_ensemble  # noqa: E402
+from ferlab.evaluation import ensemble_accuracy, predict_arrays, select_ensemble  # noqa: E402
 from ferlab.labels import LABEL_SETS  # noqa: E402
 from ferlab.metrics import classification_metrics  # noqa: E402
 
@@ -73,7 +73,7 @@ def ensemble_rows(models) -> list[str]:
                          (f"ensemble chosen on PublicTest: {' + '.join(chosen)}", chosen)):
         metrics = {kind: classification_metrics(labels, np.mean([probs[n] for n in names], axis=0))
                    for kind, probs in (("plain", test), ("tta", test_tta))}
-        public = float((np.mean([valid_tta[n] for n in names], axis=0).argmax(1) == valid_labels).mean())
+        public = ensemble_accuracy(valid_tta, names, valid_labels)
         rows.append(f"| {title} (mean probabilities) | | | {100 * public:.2f}% (TTA) | "
                     f"{100 * metrics['plain']['accuracy']:.2f}% | | {metrics['plain']['macro_f1']:.3f} | "
                     f"{100 * metrics['tta']['accuracy']:.2f}% | | | |")

@@ -3,8 +3,8 @@
     python train/ensemble_check.py --candidate runs/resnet_se_cosine [--candidate ...] [--pool cnn ...]
 
 Scores every model of the pool (default: each shipped checkpoint trained on the FER2013 labels)
-and each candidate (a run folder or a checkpoint name) on PublicTest, with and without flip TTA,
-then prints the subset ``select_ensemble`` chooses (mean flip-TTA probabilities) from the pool
+and each candidate (a run folder or a checkpoint name) on PublicTest with flip TTA, beside the
+plain PublicTest accuracy its card records (training measured it at export), then prints the subset ``select_ensemble`` chooses (mean flip-TTA probabilities) from the pool
 alone and from the pool plus the candidates.  A candidate the second choice contains earns its
 place in checkpoints/; PrivateTest is not read here (train/ship.py reads it once, after).
 """
@@ -13,13 +13,11 @@ import functools
 import sys
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ferlab.checkpoints import list_models, load_model, trained_labels  # noqa: E402
-from ferlab.evaluation import predict_arrays, select_ensemble  # noqa: E402
+from ferlab.evaluation import ensemble_accuracy, predict_arrays, select_ensemble  # noqa: E402
 from ferlab.training import load_split  # noqa: E402
 
 
@@ -44,13 +42,12 @@ def main(argv=None) -> dict:
         if trained_labels(model.card) != "fer2013":
             raise SystemExit(f"{name} was trained on {trained_labels(model.card)} labels; the ensemble is FER2013's")
         images, labels = public_test(model.card["input_size"])
-        plain = predict_arrays(model.module, images, model.card, model.device)
         probs[name] = predict_arrays(model.module, images, model.card, model.device, tta=True)
-        print(f"{name}: PublicTest {100 * (plain.argmax(1) == labels).mean():.2f}%, "
+        print(f"{name}: PublicTest {100 * model.card['metrics']['valid']['accuracy']:.2f}%, "
               f"flip TTA {100 * (probs[name].argmax(1) == labels).mean():.2f}%")
 
     def accuracy(subset):
-        return float(100 * (np.mean([probs[n] for n in subset], axis=0).argmax(1) == labels).mean())
+        return 100 * ensemble_accuracy(probs, subset, labels)
 
     choices = {}
     for key, names in (("pool", pool), ("with_candidates", pool + list(candidates))):
