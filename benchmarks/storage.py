@@ -1,6 +1,6 @@
 """What float16 and int8 storage cost in accuracy and save in bytes, per shipped checkpoint.
 
-    python benchmarks/storage.py [--checkpoint cnn ...] [--out results/storage.md]
+    python benchmarks/storage.py [--checkpoint cnn ...] [--out results/storage.md [--merge]]
 
 Each checkpoint's float32 weights are saved with every storage (``ferlab.checkpoints.save_checkpoint``)
 and loaded back through ``load_model``, side by side in one run (``int8 gptq``: the int8 file with
@@ -10,7 +10,9 @@ majority for ``ferplus``), and the largest change of any class probability again
 the file sizes of an untrained ``vgg19`` (20 M parameters, VGG19-BN features as shipped): sizes do
 not depend on training, and they are why vgg19 ships in int8 (float16 is over the 25 MB limit).
 A checkpoint shipped below float32 is scored as shipped, beside the float32 accuracy its export
-measured on PublicTest (the float32 weights do not ship).
+measured on PublicTest (the float32 weights do not ship).  ``--merge`` re-measures only the named
+checkpoints and keeps the other models' rows of ``--out`` (a newly shipped checkpoint needs only its
+own rows, not a re-run of every model in every storage).
 """
 import functools
 import sys
@@ -33,7 +35,12 @@ from ferlab.training import load_split  # noqa: E402
 
 
 def main(argv=None):
-    args = checkpoints_parser(__doc__).parse_args(argv)
+    parser = checkpoints_parser(__doc__)
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the rows of --out for models not named by --checkpoint")
+    args = parser.parse_args(argv)
+    if args.merge and not (args.out and args.checkpoint):
+        parser.error("--merge needs --out (the table to merge into) and --checkpoint (the models to re-measure)")
     from ferlab.data import default_source
     source = str(args.source or default_source())
 
@@ -75,7 +82,23 @@ def main(argv=None):
             folder = save_checkpoint(vgg, base_card(vgg, [0.5], [0.5]), Path(tmp) / f"vgg19_{storage}", storage=storage)
             size = (folder / WEIGHTS_FILE).stat().st_size / 2**20
             lines.append(f"| vgg19 (untrained, size only) | {storage} | {size:.1f} MB | | | |")
+    if args.merge and Path(args.out).exists():
+        lines = merge_rows(Path(args.out).read_text().splitlines(), lines)
     report("\n".join(lines) + "\n", args.out)
+
+
+def merge_rows(old: list[str], new: list[str]) -> list[str]:
+    """One table from ``new`` (header first) and the rows of ``old`` for models ``new`` does not
+    measure: grouped by model in alphabetical order, the size-only rows last."""
+    def model(row):
+        return row.split(" | ")[0].removeprefix("| ")
+
+    header, fresh = new[:2], new[2:]
+    measured = {model(row) for row in fresh}
+    kept = [row for row in old[2:] if row.startswith("| ") and model(row) not in measured]
+    rows = kept + fresh
+    order = sorted({model(row) for row in rows}, key=lambda m: ("(untrained" in m, m))
+    return header + [row for m in order for row in rows if model(row) == m]
 
 
 def shipped_quantized_rows(name, model, splits) -> list[str]:

@@ -115,6 +115,18 @@ def test_storage_benchmark_scores_gptq_beside_nearest_rounding(tiny_source, tmp_
     assert [r.split(" | ")[1] for r in rows] == ["float32", "float16", "int8", "int8 gptq"]
     assert all(r.count("%") == 2 for r in rows)  # PublicTest and PrivateTest for each
 
+    # --merge re-measures the named model and keeps the other models' rows, alphabetically grouped
+    lines = out.read_text().splitlines()
+    kept = "| zzz_other | float32 | 1.0 MB | 50.00% | 51.00% | 0.0000 |"
+    stale = f"| {folder} | float32 | 9.9 MB | 1.00% | 1.00% | 0.0000 |"
+    out.write_text("\n".join([*lines[:2], stale, lines[-1], kept]) + "\n")
+    storage.main(["--checkpoint", str(folder), "--source", str(tiny_source), "--out", str(out), "--merge"])
+    merged = out.read_text().splitlines()
+    assert merged[:2] == lines[:2] and stale not in merged  # folder (a /tmp path) sorts before zzz_other
+    assert [line.split(" | ")[1] for line in merged[2:6]] == ["float32", "float16", "int8", "int8 gptq"]
+    assert all(line.startswith(f"| {folder} |") for line in merged[2:6])
+    assert merged[6] == kept and merged[-2:] == lines[-2:]  # the size-only rows stay last
+
 
 def test_gptq_codes_do_not_depend_on_the_callers_memory_layout(monkeypatch):
     # load_model hands out channels-last nets on the CPU, training exports contiguous ones: the same
