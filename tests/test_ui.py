@@ -204,7 +204,11 @@ def test_every_registered_method_is_offered(registry):
     for method in METHODS:
         if method in ("scorecam", "occlusion", "integrated_gradients"):
             continue  # slower; covered in test_explain
-        explain_image(registry, drawn_face(), "tiny_mobilenet", method, None, "predicted class")
+        face, heat, over, probs, notes, _ = explain_image(registry, drawn_face(), "tiny_mobilenet", method, None,
+                                                          "predicted class")
+        assert face.shape == heat.shape == over.shape == (240, 240, 3), method
+        assert np.isfinite(heat).all() and heat.dtype == np.uint8, method
+        assert f"**{method}** for" in notes and abs(sum(probs.values()) - 1) < 1e-3, method
 
 
 def test_returned_figures_are_not_kept_alive(registry):
