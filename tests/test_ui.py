@@ -100,7 +100,7 @@ def test_video_round_trip_and_errors(registry, tmp_path):
     cap = cv2.VideoCapture(out)
     frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     cap.release()
-    assert frames == 6 and "Analysed 6 frames (every 2th frame)" in note and fig is not None
+    assert frames == 6 and "Analysed 6 frames (one frame in 2)" in note and fig is not None
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"\x00" * 4096)
     with pytest.raises(gr.Error, match="could not be opened|no decodable frames"):

@@ -111,7 +111,7 @@ def classify_video(registry: ModelRegistry, video_path, model_name: str, show_ca
     if writer is None:
         raise gr.Error("The video has no decodable frames.")
     writer.release()
-    note = f"Analysed {len(times)} frames" + (f" (every {step}th frame)" if step > 1 else "")
+    note = f"Analysed {len(times)} frames" + (f" (one frame in {step})" if step > 1 else "")
     if total > limit > 0:
         note += f"; only the first {limit / fps:.0f} s of {total / fps:.0f} s were read (limit {MAX_VIDEO_SECONDS} s)"
     if not found_any:
