@@ -353,6 +353,7 @@ def train(cfg: TrainConfig, source: str | None = None, out_dir: str | Path | Non
     bad_epochs, wall = 0, 0.0
     if resume and state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=True)
+        check_resumed_config(state.get("config"), cfg, state_path)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         if scheduler is not None:
@@ -435,7 +436,7 @@ def train(cfg: TrainConfig, source: str | None = None, out_dir: str | Path | Non
             writer.writeheader()
             writer.writerows(history)
         training_curves(history, out / "curves.png", title=cfg.name)
-        save_state(state_path, model, opt, scheduler, epoch, history, best, bad_epochs, wall, ema, swa)
+        save_state(state_path, cfg, model, opt, scheduler, epoch, history, best, bad_epochs, wall, ema, swa)
         if cfg.early_stopping and bad_epochs >= cfg.early_stopping:
             print(f"early stopping after epoch {epoch + 1}: no improvement for {bad_epochs} epochs", flush=True)
             break
@@ -489,22 +490,44 @@ def rebuild_state(cfg: TrainConfig, checkpoint: str | Path, log_rows: list[dict]
             "valid_loss": history[top]["valid_loss"]}
     out = Path(out)
     save_checkpoint(model, {"architecture": cfg.architecture, "config": model.config}, out / "best")
-    save_state(out / "state.pt", model, opt, scheduler, best_epoch - 1, history, best, len(scores) - 1 - top,
+    save_state(out / "state.pt", cfg, model, opt, scheduler, best_epoch - 1, history, best, len(scores) - 1 - top,
                float(card["training"]["wall_seconds"]))
     return out
 
 
-def save_state(path: Path, model, opt, scheduler, epoch: int, history: list, best: dict, bad_epochs: int,
-               wall: float, ema=None, swa=None) -> None:
+def save_state(path: Path, cfg: TrainConfig, model, opt, scheduler, epoch: int, history: list, best: dict,
+               bad_epochs: int, wall: float, ema=None, swa=None) -> None:
     """The resumable ``state.pt`` that ``train(..., resume=True)`` reads, written atomically;
-    ``epoch`` is the 0-based index of the last finished epoch."""
-    state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
+    ``epoch`` is the 0-based index of the last finished epoch.  It keeps the config, so that a
+    resume under another one is refused (``check_resumed_config``)."""
+    state = {"config": asdict(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
              "scheduler": scheduler.state_dict() if scheduler is not None else {},
              "ema": ema.state_dict() if ema is not None else {},
              "swa": swa.state_dict() if swa is not None else {}, "rng": torch.get_rng_state(),
              "epoch": epoch, "history": history, "best": best, "bad_epochs": bad_epochs, "wall_seconds": wall}
     torch.save(state, str(path) + ".tmp")
     os.replace(str(path) + ".tmp", path)
+
+
+def check_resumed_config(saved: dict | None, cfg: TrainConfig, state_path: Path) -> None:
+    """Refuse to resume ``state_path`` under a config other than the one that wrote it: the run
+    would go on as a hybrid of two recipes that neither config describes, and the exported card
+    would name only the second.  Allowed: ``loader_workers`` and ``early_stopping`` (they change
+    no step already taken) and ``epochs`` where the learning rate does not depend on it (plateau
+    and none; the cosine and one-cycle curves are laid out over all epochs).  A key the saved
+    config lacks (added to TrainConfig after it was written) counts as its default."""
+    if saved is None:
+        print(f"note: {state_path} predates recorded configs, so this resume cannot check that the config "
+              "is the one it was trained with", flush=True)
+        return
+    defaults = asdict(TrainConfig(name=cfg.name, architecture=cfg.architecture))
+    current = asdict(cfg)
+    allowed = {"loader_workers", "early_stopping"} | ({"epochs"} if cfg.schedule in ("plateau", "none") else set())
+    changed = sorted(k for k in current if k not in allowed and saved.get(k, defaults[k]) != current[k])
+    if changed:
+        differences = "; ".join(f"{k}: {saved.get(k, defaults[k])!r} in the state, {current[k]!r} now" for k in changed)
+        raise ValueError(f"{state_path} was trained with another config ({differences}). Resume with the config "
+                         "it was trained with, or start a new run folder (--out).")
 
 
 def input_card(cfg: TrainConfig, channels: int) -> dict:

@@ -51,6 +51,23 @@ def test_resume_continues_where_it_stopped(tiny_source, tmp_path):
     assert rows[:2] == first
 
 
+def test_resume_refuses_another_config(tiny_source, tmp_path, capsys):
+    out = tmp_path / "run"
+    train(_config(epochs=1, schedule="cosine"), source=str(tiny_source), out_dir=out, progress=False)
+    for changed, key in ((dict(lr=1e-2), "lr"), (dict(epochs=3), "epochs"), (dict(model={**TINY, "hidden": 16}), "model")):
+        with pytest.raises(ValueError, match=f"another config \\({key}: .* in the state"):
+            train(_config(**{"epochs": 1, "schedule": "cosine", **changed}), source=str(tiny_source), out_dir=out,
+                  resume=True, progress=False)
+    assert len(_log(out)) == 1  # nothing was trained or written by the refused resumes
+    # a state written before configs were recorded still resumes, with a note
+    state = torch.load(out / "state.pt", weights_only=True)
+    del state["config"]
+    torch.save(state, out / "state.pt")
+    train(_config(epochs=2, schedule="cosine"), source=str(tiny_source), out_dir=out, resume=True, progress=False)
+    assert "cannot check" in capsys.readouterr().out and len(_log(out)) == 2
+    assert torch.load(out / "state.pt", weights_only=True)["config"]["epochs"] == 2
+
+
 def test_recipe_features_run(tiny_source, tmp_path):
     cfg = _config(epochs=2, optimizer="sgd", lr=0.01, weight_decay=1e-3, label_smoothing=0.1,
                   class_weights="balanced", schedule="cosine", warmup_epochs=1, mixup=0.2, cutmix=0.2, ema=0.9,
