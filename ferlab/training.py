@@ -316,6 +316,11 @@ def train(cfg: TrainConfig, source: str | None = None, out_dir: str | Path | Non
     device = pick_device()
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
+    # read first, so that a resume under another config fails before the data and teachers load
+    state_path, log_path = out / "state.pt", out / "log.csv"
+    state = torch.load(state_path, map_location=device, weights_only=True) if resume and state_path.exists() else None
+    if state is not None:
+        check_resumed_config(state.get("config"), cfg, state_path)
 
     # ---- data: decoded once, kept in memory as uint8
     model = create_model(cfg.architecture, **cfg.model)
@@ -347,13 +352,10 @@ def train(cfg: TrainConfig, source: str | None = None, out_dir: str | Path | Non
     mix = v2.RandomChoice(mixers) if mixers else None
 
     # ---- resume
-    state_path, log_path = out / "state.pt", out / "log.csv"
     start_epoch, history = 0, []
     best = {"score": math.inf, "epoch": -1}
     bad_epochs, wall = 0, 0.0
-    if resume and state_path.exists():
-        state = torch.load(state_path, map_location=device, weights_only=True)
-        check_resumed_config(state.get("config"), cfg, state_path)
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         if scheduler is not None:

@@ -357,6 +357,13 @@ def test_distillation_resume_reuses_its_targets_and_refuses_other_teachers(tiny_
     with pytest.raises(ValueError, match="start a new run folder"):
         train(_config(epochs=3, distill_from=[str(b)]), source=str(tiny_source), out_dir=out, resume=True,
               progress=False)
+    # the same teacher folder with other weights: the config is unchanged, the weights hash is not
+    import shutil
+    shutil.copy(b / "model.safetensors", a / "model.safetensors")
+    with pytest.raises(ValueError, match="start a new run folder") as refused:
+        train(_config(epochs=3, distill_from=[str(a)]), source=str(tiny_source), out_dir=out, resume=True,
+              progress=False)
+    assert "another config" not in str(refused.value)
     for bad in (dict(distill_from="cnn"), dict(distill_from=["cnn"], mixup=0.2), dict(distill_from=["cnn"], distill_alpha=2)):
         with pytest.raises(ValueError, match="distill"):
             _config(**bad)
