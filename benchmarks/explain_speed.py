@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks import report  # noqa: E402
+from benchmarks import device_label, report  # noqa: E402
 
 from ferlab import list_models, load_model  # noqa: E402
 from ferlab.checkpoints import FERClassifier, base_card  # noqa: E402
@@ -129,7 +129,7 @@ def main(argv=None):
     names = args.models or list_models() or ["cnn", "resnet_se"]
     images, where = sample_images()
     p = lambda a: f"{np.percentile(a, 50):.1f} / {np.percentile(a, 95):.1f}"  # noqa: E731
-    lines = [f"CPU, {torch.get_num_threads()} threads, torch {torch.__version__}; times: one 48x48 image (the first "
+    lines = [f"{device_label()}, torch {torch.__version__}; times: one 48x48 image (the first "
              f"'happy' image, {where}), p50 / p95 in ms over {args.repeats} calls (integrated gradients: "
              f"{max(5, args.repeats // 5)}, 32 steps); heatmap agreement: the first image of each class ({where}), "
              "each for its predicted class, lowest correlation over those with evidence in both maps",

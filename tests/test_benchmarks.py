@@ -25,3 +25,16 @@ def test_readme_tables_are_the_measured_ones():
         if name == "results":  # results/README.md has a title and protocol line above the table
             measured = measured.split("\n\n", 2)[2]
         assert published == measured, f"README section {name!r} differs from what its benchmark wrote"
+
+
+def test_latency_only_measures_this_machine_and_writes_only_its_out(capsys, tmp_path):
+    import torch
+    from train.benchmark import main
+    written = {p: p.stat().st_mtime_ns for p in (ROOT / "README.md", ROOT / "results" / "README.md")}
+    main(["--latency-only", "cnn", "--repeats", "2", "--out", str(tmp_path / "latency.md")])
+    out = capsys.readouterr().out
+    # the header names the vector ISA torch uses: the same checkpoint runs several-fold slower on AVX2 than AVX512
+    assert f"({torch.backends.cpu.get_cpu_capability()})" in out.splitlines()[0]
+    assert re.search(r"^\| cnn \| \d+\.\d ms \| \d+\.\d ms \|$", out, flags=re.M)
+    assert (tmp_path / "latency.md").read_text() == out.rstrip("\n") + "\n"
+    assert {p: p.stat().st_mtime_ns for p in written} == written

@@ -1,6 +1,7 @@
 """Regenerate results/README.md: every shipped checkpoint beside the literature's reported numbers.
 
     python train/benchmark.py [--repeats 30]
+    python train/benchmark.py --latency-only [NAME ...] [--out results/latency_avx2.md]   # latencies only
 
 Accuracy and macro-F1 come from each model card (written by train/evaluate.py --update-card);
 the ensemble rows (mean probabilities of all shipped models, and of the subset chosen on
@@ -19,13 +20,14 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import sync_readme  # noqa: E402
+from benchmarks import device_label, report, sync_readme  # noqa: E402
 from ferlab import list_models, load_model  # noqa: E402
 from ferlab.checkpoints import metrics_key, trained_labels, training_summary  # noqa: E402
 from ferlab.data import load_fer2013, to_arrays  # noqa: E402
 from ferlab.evaluation import ensemble_accuracy, predict_arrays, select_ensemble  # noqa: E402
 from ferlab.labels import LABEL_SETS  # noqa: E402
 from ferlab.metrics import classification_metrics  # noqa: E402
+from ferlab.training import hardware  # noqa: E402
 
 # Reported by the projects ferlab follows (../shared/seeds) and the papers they cite: not reproduced here.
 LITERATURE = [
@@ -110,9 +112,20 @@ def pct(card, split, key="accuracy"):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--latency-only", nargs="*", metavar="NAME",
+                        help="only these checkpoints' latencies (all when none is named) on this machine")
+    parser.add_argument("--out", help="with --latency-only: also write its table to this markdown file")
     args = parser.parse_args(argv)
+    if args.latency_only is not None:
+        lines = [f"Latency on {hardware()}, median of {args.repeats} calls", "",
+                 "| model | 1 image | batch of 64 |", "|---|---|---|"]
+        for name in args.latency_only or list_models():
+            lat = latency(load_model(name), args.repeats)
+            lines.append(f"| {name} | {lat[1]:.1f} ms | {lat[64]:.1f} ms |")
+        report("\n".join(lines) + "\n", args.out)
+        return
     names = list_models(labels="fer2013")   # the FER+ model is scored against other labels: its own table
-    device = "CUDA" if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
+    device = device_label()
     lines = ["| model | params | MFLOPs | PublicTest | PrivateTest | full test (7,178) | macro-F1 (PrivateTest) | "
              f"PrivateTest + flip TTA | latency 1 image ({device}) | latency batch of 64 | trained |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
