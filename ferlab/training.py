@@ -360,7 +360,7 @@ def train(cfg: TrainConfig, source: str | None = None, out_dir: str | Path | Non
     bad_epochs, wall = 0, 0.0
     if state is not None:
         model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+        opt.load_state_dict(load_optimizer_state(state, state_path))
         if scheduler is not None:
             scheduler.load_state_dict(state["scheduler"])
         if ema is not None:
@@ -504,14 +504,45 @@ def save_state(path: Path, cfg: TrainConfig, model, opt, scheduler, epoch: int, 
                bad_epochs: int, wall: float, ema=None, swa=None) -> None:
     """The resumable ``state.pt`` that ``train(..., resume=True)`` reads, written atomically;
     ``epoch`` is the 0-based index of the last finished epoch.  It keeps the config, so that a
-    resume under another one is refused (``check_resumed_config``)."""
-    state = {"config": asdict(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
+    resume under another one is refused (``check_resumed_config``).
+
+    The optimizer's state (Adam's two moments: twice the model) goes to its own file, named by
+    epoch and written before the ``state.pt`` that names it, so neither file outgrows the 25 MB a
+    file may take in git for the compact CNN with EMA or SWA (a run folder copied into
+    ``train/resume/`` survives a lost machine), and a kill between the two writes leaves the
+    previous pair whole.  Older optimizer files are removed once the new pair is in place."""
+    path = Path(path)
+    opt_file = f"optimizer-{epoch + 1:04d}.pt"
+    _atomic_torch_save({"epoch": epoch, "optimizer": opt.state_dict()}, path.parent / opt_file)
+    state = {"config": asdict(cfg), "model": model.state_dict(), "optimizer_file": opt_file,
              "scheduler": scheduler.state_dict() if scheduler is not None else {},
              "ema": ema.state_dict() if ema is not None else {},
              "swa": swa.state_dict() if swa is not None else {}, "rng": torch.get_rng_state(),
              "epoch": epoch, "history": history, "best": best, "bad_epochs": bad_epochs, "wall_seconds": wall}
-    torch.save(state, str(path) + ".tmp")
+    _atomic_torch_save(state, path)
+    for old in path.parent.glob("optimizer-*.pt"):
+        if old.name != opt_file:
+            old.unlink()
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    torch.save(obj, str(path) + ".tmp")
     os.replace(str(path) + ".tmp", path)
+
+
+def load_optimizer_state(state: dict, state_path: Path) -> dict:
+    """The optimizer state of a ``state.pt``: in its own file (``save_state``), or inside it in
+    states written before the split."""
+    if "optimizer" in state:
+        return state["optimizer"]
+    opt_path = Path(state_path).parent / state["optimizer_file"]
+    if not opt_path.exists():
+        raise FileNotFoundError(f"{state_path} needs {opt_path.name} beside it (the optimizer's moments); "
+                                "copy the whole run folder")
+    saved = torch.load(opt_path, map_location="cpu", weights_only=True)
+    if saved["epoch"] != state["epoch"]:
+        raise ValueError(f"{opt_path} is from epoch {saved['epoch'] + 1}, {state_path} from {state['epoch'] + 1}")
+    return saved["optimizer"]
 
 
 def check_resumed_config(saved: dict | None, cfg: TrainConfig, state_path: Path) -> None:

@@ -51,6 +51,46 @@ def test_resume_continues_where_it_stopped(tiny_source, tmp_path):
     assert rows[:2] == first
 
 
+def test_resume_state_keeps_the_optimizer_in_its_own_file(tiny_source, tmp_path):
+    """state.pt and the optimizer's moments are separate files (each fits git's 25 MB for the
+    shipped CNN); resuming from them retraces an uninterrupted run, a kill between the two writes
+    leaves the older pair usable, and a state written before the split still resumes."""
+    from ferlab.training import load_optimizer_state
+    cfg = dict(optimizer="adamw", lr=3e-3, schedule="none", ema=0.9)
+    whole = tmp_path / "whole"
+    train(_config(epochs=3, **cfg), source=str(tiny_source), out_dir=whole, progress=False)
+    out = tmp_path / "resumed"
+    train(_config(epochs=2, **cfg), source=str(tiny_source), out_dir=out, progress=False)
+    assert sorted(p.name for p in out.glob("optimizer-*.pt")) == ["optimizer-0002.pt"]
+    state = torch.load(out / "state.pt", weights_only=True)
+    assert "optimizer" not in state and state["optimizer_file"] == "optimizer-0002.pt"
+    train(_config(epochs=3, **cfg), source=str(tiny_source), out_dir=out, resume=True, progress=False)
+    assert [p.name for p in out.glob("optimizer-*.pt")] == ["optimizer-0003.pt"]  # the older one is gone
+    a, b = (torch.load(d / "state.pt", weights_only=True) for d in (whole, out))
+    for key in ("model", "ema"):
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
+
+    # a kill between the two writes: a newer optimizer file beside the older state.pt is not read
+    moments = torch.load(out / "optimizer-0003.pt", weights_only=True)
+    torch.save({"epoch": 3, "optimizer": moments["optimizer"]}, out / "optimizer-0004.pt")
+    assert load_optimizer_state(b, out / "state.pt") is not None
+    torch.save({"epoch": 1, "optimizer": moments["optimizer"]}, out / "optimizer-0003.pt")
+    with pytest.raises(ValueError, match="from epoch 2"):
+        load_optimizer_state(b, out / "state.pt")
+    (out / "optimizer-0003.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="optimizer-0003.pt"):
+        load_optimizer_state(b, out / "state.pt")
+
+    # a state from before the split (moments inside state.pt) resumes and is rewritten split
+    legacy = {k: v for k, v in b.items() if k != "optimizer_file"}
+    legacy["optimizer"] = moments["optimizer"]
+    torch.save(legacy, out / "state.pt")
+    (out / "optimizer-0004.pt").unlink()
+    train(_config(epochs=4, **cfg), source=str(tiny_source), out_dir=out, resume=True, progress=False)
+    assert "optimizer" not in torch.load(out / "state.pt", weights_only=True)
+    assert [p.name for p in out.glob("optimizer-*.pt")] == ["optimizer-0004.pt"]
+
+
 def test_resume_refuses_another_config(tiny_source, tmp_path, capsys):
     out = tmp_path / "run"
     train(_config(epochs=1, schedule="cosine"), source=str(tiny_source), out_dir=out, progress=False)
