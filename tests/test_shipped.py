@@ -43,3 +43,14 @@ def test_shipped_accuracy_reproduces(name):
     predicted = result.probabilities[model.name].argmax(1)
     acc = float((predicted[scored] == labels[scored]).mean())
     assert abs(acc - model.card["metrics"]["test"]["accuracy"]) <= 0.003
+
+
+def test_committed_training_states_fit_a_file_limit():
+    """Resumable run folders in train/resume/ live in git: no file over the 25 MB a file may take."""
+    from pathlib import Path
+    resume = Path(__file__).resolve().parent.parent / "train" / "resume"
+    files = [f for f in resume.rglob("*") if f.is_file()]
+    assert files, "train/resume/ holds the shipped runs' states"
+    too_big = [f"{f.relative_to(resume)}: {f.stat().st_size / 2**20:.1f} MB" for f in files
+               if f.stat().st_size > 25 * 2**20]
+    assert not too_big, too_big
