@@ -6,7 +6,7 @@ from pathlib import Path
 def device_label() -> str:
     """Where the measured code ran, as the tables state it."""
     import torch
-    # the vector ISA torch dispatches to moves CPU times several-fold (AVX2 vs AVX512 here: 4-6x)
+    # the vector ISA torch dispatches to moves CPU times several-fold (README: the AVX2-only machine)
     return ("CUDA" if torch.cuda.is_available()
             else f"CPU ({torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads)")
 

@@ -2,6 +2,8 @@
 import re
 from pathlib import Path
 
+import pytest
+
 from benchmarks import ROOT, sync_readme
 
 
@@ -33,8 +35,10 @@ def test_latency_only_measures_this_machine_and_writes_only_its_out(capsys, tmp_
     written = {p: p.stat().st_mtime_ns for p in (ROOT / "README.md", ROOT / "results" / "README.md")}
     main(["--latency-only", "cnn", "--repeats", "2", "--out", str(tmp_path / "latency.md")])
     out = capsys.readouterr().out
-    # the header names the vector ISA torch uses: the same checkpoint runs several-fold slower on AVX2 than AVX512
+    # the header names the vector ISA torch dispatches to, which moves CPU times several-fold
     assert f"({torch.backends.cpu.get_cpu_capability()})" in out.splitlines()[0]
     assert re.search(r"^\| cnn \| \d+\.\d ms \| \d+\.\d ms \|$", out, flags=re.M)
     assert (tmp_path / "latency.md").read_text() == out.rstrip("\n") + "\n"
     assert {p: p.stat().st_mtime_ns for p in written} == written
+    with pytest.raises(SystemExit):  # --out alone would be ignored by the full run: refused
+        main(["--out", str(tmp_path / "other.md")])

@@ -116,6 +116,8 @@ def main(argv=None):
                         help="only these checkpoints' latencies (all when none is named) on this machine")
     parser.add_argument("--out", help="with --latency-only: also write its table to this markdown file")
     args = parser.parse_args(argv)
+    if args.out and args.latency_only is None:
+        parser.error("--out goes with --latency-only (the full run writes results/README.md)")
     if args.latency_only is not None:
         lines = [f"Latency on {hardware()}, median of {args.repeats} calls", "",
                  "| model | 1 image | batch of 64 |", "|---|---|---|"]
