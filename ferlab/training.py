@@ -272,6 +272,22 @@ def load_teachers(teachers: list, images: np.ndarray, labels: np.ndarray, out: P
     return models, info, False
 
 
+def record_start(initialized_from: dict, out: Path, resume: bool) -> None:
+    """Record which weights ``init_from`` named in ``out/initialized_from.json``; a resume whose
+    ``init_from`` now holds other weights (a checkpoint renamed or re-shipped under that name) is
+    refused, since the export's card would otherwise credit the wrong start.  A run begun before
+    this record existed gets it on its first resume."""
+    record_path = out / "initialized_from.json"
+    if resume and record_path.exists():
+        then = json.loads(record_path.read_text())
+        if then["weights_hash"] != initialized_from["weights_hash"]:
+            raise ValueError(f"{out} started from {then['name']} with weights {then['weights_hash']}; "
+                             f"init_from {initialized_from['name']!r} now holds {initialized_from['weights_hash']}: "
+                             "point init_from at the checkpoint it started from, or start a new run folder")
+        return
+    record_path.write_text(json.dumps(initialized_from) + "\n")
+
+
 def teacher_probabilities(teachers: list, images: np.ndarray, labels: np.ndarray, out: Path, resume: bool,
                           tta: bool = True) -> tuple[np.ndarray, list]:
     """Offline targets: mean (flip-TTA) probabilities of ``teachers`` on the (un-augmented)
@@ -334,6 +350,8 @@ def train(cfg: TrainConfig, source: str | None = None, out_dir: str | Path | Non
 
     # ---- model, loss, optimizer, schedule
     initialized_from = _initialize(model, cfg, card, cfg.init_from)[0] if cfg.init_from else None
+    if initialized_from:
+        record_start(initialized_from, out, resume and state is not None)
     soft, teachers, teacher_models = None, None, None
     if cfg.distill_from and cfg.distill_online:
         teacher_models, teachers, _ = load_teachers(cfg.distill_from, train_x, train_y, out, resume,

@@ -294,6 +294,21 @@ def test_init_from_starts_at_the_checkpoint_and_refuses_a_different_network(tiny
         torch.testing.assert_close(after[name], values)
     started = load_model(out).card["training"]["initialized_from"]
     assert started["epochs_run"] == 2 and started["weights_hash"] == weights_hash(load_model(start))
+    assert json.loads((out / "initialized_from.json").read_text()) == started
+    # the folder init_from names now holds other weights (a rename): the resume is refused
+    other = train(_config(epochs=1, seed=5), source=str(tiny_source), out_dir=tmp_path / "other", progress=False)
+    import shutil
+    shutil.copy(other / "model.safetensors", start / "model.safetensors")
+    with pytest.raises(ValueError, match="started from .* now holds"):
+        train(_config(epochs=2, lr=0.0, init_from=str(start)), source=str(tiny_source), out_dir=out,
+              resume=True, progress=False)
+    assert len(_log(out)) == 1
+    # a run begun before the record existed resumes and gets it
+    (out / "initialized_from.json").unlink()
+    train(_config(epochs=2, lr=0.0, init_from=str(start)), source=str(tiny_source), out_dir=out, resume=True,
+          progress=False)
+    assert len(_log(out)) == 2
+    assert json.loads((out / "initialized_from.json").read_text())["weights_hash"] == weights_hash(load_model(other))
     wider = {**TINY, "hidden": 64}
     with pytest.raises(ValueError, match="init_from"):
         train(_config(epochs=1, model=wider, init_from=str(start)), source=str(tiny_source),
