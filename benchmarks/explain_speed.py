@@ -58,7 +58,7 @@ def heatmap_agreement(model, cam, images):
     corrs, both_empty = [], 0
     for image in images:
         ours = explain(model, image, "gradcam")
-        theirs = cam(input_tensor=model.preprocess(image), targets=[ClassifierOutputTarget(ours.target)])[0]
+        theirs = cam(input_tensor=model.preprocess([image]), targets=[ClassifierOutputTarget(ours.target)])[0]
         empty = (ours.heatmap.max() <= 0, theirs.max() <= 0)
         if all(empty):
             both_empty += 1
@@ -93,7 +93,7 @@ def bench_model(name, images, repeats):
     module, layer = model.module, model.module.default_layer
     image = images[3]
     target = explain(model, image).target
-    x = model.preprocess(image)
+    x = model.preprocess([image])
     cam = GradCAM(model=module, target_layers=[module.get_layer(layer)])
     theirs_fn = lambda: cam(input_tensor=x, targets=[ClassifierOutputTarget(target)])  # noqa: E731
     ours_fn = lambda: explain(model, image, "gradcam")  # noqa: E731  (default target = predicted, as theirs)

@@ -89,7 +89,7 @@ def requests_for(images: list[str], models: list[str], with_browser: bool) -> li
     from gradio_client import handle_file
     out = []
     for img in images:
-        out.append(("/classify", (handle_file(img), models[0], True, 0.45)))
+        out.append(("/classify", (handle_file(img), models[0], True, 0.45, True)))  # generated faces: fallback on
         out.append(("/explain", (handle_file(img), models[0], "gradcam", None, "predicted class", 0.5, "jet")))
         if len(models) >= 2:
             out.append(("/compare", (handle_file(img), models[:2], 0.5)))

@@ -2,7 +2,7 @@
 the images whose *label* is probably wrong.
 
     python -m ferlab.audit --checkpoint cnn [--checkpoint resnet_se] [--split test] [--source SRC] --out audit.csv
-    python -m ferlab.audit --checkpoint cnn --images my_faces/ --out scores.csv   # unlabeled folder
+    python -m ferlab.audit --checkpoint cnn --images my_photos/ --out scores.csv  # a folder: one row per face
 
 Probabilities are cached on disk per (checkpoint weights hash, dataset content fingerprint),
 written atomically: a killed run never leaves a corrupt cache.
@@ -238,23 +238,28 @@ def tune_suspect_threshold(valid: AuditResult, min_precision: float = 0.8, fallb
 
 # --------------------------------------------------------------------------- CLI
 
-def score_folder(model: FERClassifier, folder: Path):
-    """Probabilities for every image file in a folder (unreadable files get an error column)."""
+def score_folder(model: FERClassifier, folder: Path, detect: bool = True, fallback: bool = False):
+    """One row per face for every image file in a folder, through ``ferlab.analyze``'s pipeline
+    (``detect=False``: each file is a face crop already).  A file with no face, or unreadable, gets
+    one row whose ``error`` says so."""
     import pandas as pd
-    from .preprocess import InputError, to_gray_uint8
+    from .pipeline import analyze
+    from .preprocess import InputError
     rows = []
-    size = int(model.card.get("input_size", 48))
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        name = str(path.relative_to(folder))
         try:
-            gray = to_gray_uint8(path.read_bytes(), size)
+            faces = analyze(path.read_bytes(), model, detect=detect, fallback=fallback)
         except InputError as exc:
-            rows.append({"file": str(path.relative_to(folder)), "error": str(exc)})
+            rows.append({"file": name, "error": str(exc)})
             continue
-        probs = predict_arrays(model.module, gray[None], model.card, model.device)[0]
-        row = {"file": str(path.relative_to(folder)), "prediction": EMOTIONS[int(probs.argmax())],
-               "confidence": float(probs.max()), "error": ""}
-        row.update({f"p_{e}": float(p) for e, p in zip(EMOTIONS, probs)})
-        rows.append(row)
+        if not faces:
+            rows.append({"file": name, "error": "no face found (--fallback classifies the centre square)"})
+        for i, face in enumerate(faces):
+            row = {"file": name, "face": i, "x": face.box.x, "y": face.box.y, "w": face.box.w, "h": face.box.h,
+                   "detected": face.detected, "prediction": face.emotion, "confidence": face.confidence, "error": ""}
+            row.update({f"p_{e}": float(p) for e, p in zip(EMOTIONS, face.probabilities)})
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -264,12 +269,16 @@ def main(argv=None):
     parser.add_argument("--checkpoint", action="append", required=True, help="checkpoint name or folder (repeatable)")
     parser.add_argument("--split", default="test", choices=["train", "valid", "test", "test_full"])
     parser.add_argument("--source", help="data source (default: FERLAB_DATA, the local copy, or the Hub)")
-    parser.add_argument("--images", help="score a plain folder of images instead (no labels)")
+    parser.add_argument("--images", help="score a plain folder of images instead (no labels): one row per face")
+    parser.add_argument("--crops", action="store_true", help="with --images: each file is a face crop, no detection")
+    parser.add_argument("--fallback", action="store_true",
+                        help="with --images: classify the centre square of a picture with no face found")
     parser.add_argument("--out", required=True, help="CSV file to write")
     parser.add_argument("--no-cache", action="store_true")
     args = parser.parse_args(argv)
     if args.images:
-        frame = score_folder(load_model(args.checkpoint[0]), Path(args.images))
+        frame = score_folder(load_model(args.checkpoint[0]), Path(args.images), detect=not args.crops,
+                             fallback=args.fallback)
     else:
         frame = audit(args.checkpoint, args.split, args.source, use_cache=not args.no_cache).to_frame()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

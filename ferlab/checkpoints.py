@@ -20,8 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from .labels import EMOTIONS
 from .models import FERNet, create_model
-from .evaluation import predict_arrays
-from .preprocess import to_batch, to_gray_batch
+from .preprocess import to_batch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS_FILE, CARD_FILE = "model.safetensors", "card.json"
@@ -268,12 +267,18 @@ class FERClassifier:
         return list(self.card.get("class_names", EMOTIONS))
 
     def preprocess(self, images) -> torch.Tensor:
+        """A batch of face crops (a list, or an ``(N, H, W[, C])`` array) -> the normalized input tensor."""
         return to_batch(images, self.card).to(self.device)
 
-    def predict(self, images, batch_size: int = 256) -> np.ndarray:
-        """Probabilities ``(N, 7)`` for PIL images / arrays / bytes (or a single one)."""
-        gray = to_gray_batch(images, int(self.card.get("input_size", 48)))
-        return predict_arrays(self.module, gray, self.card, self.device, batch_size=batch_size)
+    def predict(self, images, detect: bool = True) -> np.ndarray:
+        """Probabilities ``(N, 7)`` for a batch of images: a list (PIL images, arrays, bytes, paths)
+        or an ``(N, H, W[, C])`` array; one image is ``[image]``.
+
+        Each photo goes through ``ferlab.analyze``'s pipeline: its largest face, found, levelled and
+        framed as FER2013 frames faces (the centre square when no face is found).  ``detect=False``:
+        the images are face crops already (centred square, resized), as FER2013's are."""
+        from .pipeline import largest_face_probabilities
+        return largest_face_probabilities(self, images, detect=detect)
 
 
 def load_model(name_or_path: str | Path, device: str | torch.device | None = None) -> FERClassifier:

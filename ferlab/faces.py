@@ -1,21 +1,58 @@
-"""Face detection and cropping with OpenCV.
+"""Faces in a photo: detection, eye leveling, and crops framed the way FER2013 frames faces.
 
-Default detector: the frontal-face Haar cascade that ships in ``cv2.data``.  Optional: OpenCV's
-YuNet DNN detector when ``FERLAB_FACE_MODEL`` names its ``.onnx`` file (more robust to pose and
-light; nothing is downloaded).  Frames are RGB uint8 arrays throughout.
+Default detector: MTCNN (``ferlab.mtcnn``, weights shipped with ferlab), which also places the
+eyes.  ``kind="haar"``: OpenCV's frontal-face Haar cascade from ``cv2.data`` (faster, misses more),
+with its eye cascade.  ``kind="yunet"``: OpenCV's YuNet, when ``FERLAB_FACE_MODEL`` names its
+``.onnx`` file (nothing is downloaded).  Each runs at a resolution chosen per image, so that faces
+down to ``min_face`` pixels (24 by default) stay findable while the pixel count stays bounded
+(``MAX_DETECT_PIXELS``); small images (a tight selfie, a 48x48 FER crop) are upscaled and padded,
+so that a face filling the picture is still found.  Frames are RGB uint8 arrays throughout.
+
+Framing: ``FRAMINGS`` says where each detector's box sits in FER2013's 48x48 frame, measured by
+``benchmarks/face_framing.py`` on Training images (``results/face_framing.md``).  ``frame_transform``
+cuts that frame around a detected face, turned so that the eyes are level when both are found.
 """
 from __future__ import annotations
 
+import math
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-
 from PIL import Image
 
 from .preprocess import HIGH_DEPTH_MODES, InputError, _array_to_gray, flatten_alpha, open_image, upright
+
+# Haar's cascade window is 24x24: the smallest face it can see at the resolution it runs at.
+CASCADE_WINDOW = 24
+# Detection runs on at most this many pixels (about 1280x780): a 12 MP photo is searched at 0.29x,
+# so its faces down to ~84 px are found in ~0.3 s on one core.
+MAX_DETECT_PIXELS = 1_000_000
+# Images whose short side is below this are upscaled to it (and padded) before detection.
+MIN_DETECT_SIDE = 240
+# Faces whose eyes tilt more than this are left as detected (the eye pair is then unreliable).
+MAX_EYE_ANGLE = 30.0
+
+
+@dataclass(frozen=True)
+class Framing:
+    """Where FER2013 puts a detector's face box inside its square frame, in frame units."""
+
+    box_side: float   # detector box side / frame side
+    center_dx: float  # (box centre - frame centre) / frame side, horizontal
+    center_dy: float  # the same, vertical (positive: the box sits below the frame's centre)
+
+
+# Measured by benchmarks/face_framing.py (median over Training images where the detector finds the
+# face; results/face_framing.json).  tests/test_pipeline.py checks that the two agree.
+FRAMINGS = {
+    "mtcnn": Framing(box_side=1.062, center_dx=-0.01, center_dy=0.01),
+    "haar": Framing(box_side=0.979, center_dx=0.0, center_dy=0.0),
+}
+FRAMINGS["yunet"] = FRAMINGS["mtcnn"]  # not measured here (no weights): its boxes resemble MTCNN's
+DETECTORS = ("mtcnn", "haar", "yunet")
 
 
 @dataclass(frozen=True)
@@ -25,27 +62,58 @@ class Box:
     w: int
     h: int
     score: float = 1.0
+    landmarks: tuple | None = field(default=None, compare=False)  # ((x, y) x 5) from MTCNN: eyes, nose, mouth
 
-    def square(self, margin: float, width: int, height: int) -> "Box":
-        """A square around the face, grown by ``margin`` (FER crops include brows and chin)."""
-        side = int(round(max(self.w, self.h) * (1 + margin)))
-        side = max(1, min(side, width, height))
-        cx, cy = self.x + self.w / 2, self.y + self.h / 2
-        x = int(round(min(max(cx - side / 2, 0), width - side)))
-        y = int(round(min(max(cy - side / 2, 0), height - side)))
-        return Box(x, y, side, side, self.score)
+    @property
+    def center(self) -> tuple[float, float]:
+        return self.x + self.w / 2, self.y + self.h / 2
+
+    def iou(self, other: "Box") -> float:
+        x0, y0 = max(self.x, other.x), max(self.y, other.y)
+        x1, y1 = min(self.x + self.w, other.x + other.w), min(self.y + self.h, other.y + other.h)
+        inter = max(0, x1 - x0) * max(0, y1 - y0)
+        union = self.w * self.h + other.w * other.h - inter
+        return inter / union if union > 0 else 0.0
+
+
+def _inside(small: Box, big: Box) -> float:
+    """The share of ``small``'s area that lies inside ``big``."""
+    w = max(0, min(small.x + small.w, big.x + big.w) - max(small.x, big.x))
+    h = max(0, min(small.y + small.h, big.y + big.h) - max(small.y, big.y))
+    return w * h / max(small.w * small.h, 1)
+
+
+def _cascade(name: str) -> cv2.CascadeClassifier:
+    det = cv2.CascadeClassifier(os.path.join(cv2.data.haarcascades, name))
+    if det.empty():
+        raise RuntimeError(f"OpenCV's {name} is missing from cv2.data; reinstall opencv-python-headless 4.x")
+    return det
+
+
+def detection_scale(width: int, height: int, min_face: int = CASCADE_WINDOW,
+                    max_pixels: int = MAX_DETECT_PIXELS) -> float:
+    """The factor the image is resized by before detection: a ``min_face`` face becomes the
+    cascade's window, small images reach ``MIN_DETECT_SIDE``, the pixel count stays bounded."""
+    scale = CASCADE_WINDOW / max(min_face, 1)
+    scale = max(scale, MIN_DETECT_SIDE / max(min(width, height), 1))
+    return min(scale, math.sqrt(max_pixels / max(width * height, 1)), 8.0)
 
 
 class FaceDetector:
-    """Thread-safe wrapper: OpenCV detectors are not safe to share across threads."""
+    """Thread-safe (each thread gets its own OpenCV detector: they are not shareable)."""
 
-    def __init__(self, model_path: str | None = None, min_size: int = 24, detect_width: int = 320):
+    def __init__(self, kind: str | None = None, min_face: int = CASCADE_WINDOW, max_pixels: int = MAX_DETECT_PIXELS,
+                 min_neighbors: int = 5, model_path: str | None = None):
         self.model_path = model_path if model_path is not None else os.environ.get("FERLAB_FACE_MODEL") or None
-        self.kind = "yunet" if self.model_path else "haar"
-        self.min_size, self.detect_width = min_size, detect_width
+        self.kind = kind or ("yunet" if self.model_path else "mtcnn")
+        if self.kind not in DETECTORS:
+            raise InputError(f"unknown face detector {self.kind!r}; choose one of {', '.join(DETECTORS)}")
+        self.min_face, self.max_pixels, self.min_neighbors = int(min_face), int(max_pixels), int(min_neighbors)
+        self.framing = FRAMINGS[self.kind]
         self._local = threading.local()
-        if self.model_path and not os.path.isfile(self.model_path):
-            raise InputError(f"FERLAB_FACE_MODEL={self.model_path} does not exist; unset it to use the Haar cascade")
+        if self.kind == "yunet" and not (self.model_path and os.path.isfile(self.model_path)):
+            raise InputError(f"the YuNet detector needs FERLAB_FACE_MODEL to name its .onnx file "
+                             f"(got {self.model_path!r}); use kind='mtcnn' or 'haar' instead")
 
     def _detector(self):
         det = getattr(self._local, "detector", None)
@@ -53,33 +121,92 @@ class FaceDetector:
             if self.kind == "yunet":
                 det = cv2.FaceDetectorYN.create(self.model_path, "", (320, 320), 0.8, 0.3, 50)
             else:
-                det = cv2.CascadeClassifier(os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml"))
-                if det.empty():
-                    raise RuntimeError("OpenCV's Haar cascade is missing from cv2.data; reinstall opencv-python-headless")
+                det = _cascade("haarcascade_frontalface_default.xml")
             self._local.detector = det
         return det
 
-    def detect(self, rgb: np.ndarray) -> list[Box]:
-        """Faces in an RGB (or gray) uint8 frame, largest first."""
-        frame = np.asarray(rgb)
+    def _eyes(self) -> cv2.CascadeClassifier:
+        det = getattr(self._local, "eyes", None)
+        if det is None:
+            det = self._local.eyes = _cascade("haarcascade_eye.xml")
+        return det
+
+    def detect(self, image: np.ndarray, min_face: int | None = None) -> list[Box]:
+        """Faces in an RGB (or gray) uint8 frame, largest first, in the frame's pixels."""
+        frame = np.asarray(image)
         h, w = frame.shape[:2]
-        scale = min(1.0, self.detect_width / max(w, 1))  # detect on a small copy: 4x fewer pixels, same faces
-        small = cv2.resize(frame, (max(1, int(w * scale)), max(1, int(h * scale))), interpolation=cv2.INTER_AREA) \
-            if scale < 1 else frame
-        if self.kind == "yunet":
+        min_face = min_face or self.min_face
+        scale = detection_scale(w, h, min_face, self.max_pixels)
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        small = frame if scale == 1 else cv2.resize(frame, (max(1, round(w * scale)), max(1, round(h * scale))),
+                                                    interpolation=interp)
+        # A face that fills a small picture needs room around it to be seen: pad small images.
+        pad = round(0.25 * min(small.shape[:2])) if min(h, w) * scale <= 1.5 * MIN_DETECT_SIDE else 0
+        if pad:
+            small = cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        found = []  # (x, y, w, h, score, landmarks) in the detection image's pixels
+        if self.kind == "mtcnn":
+            from . import mtcnn
+            rgb = small if small.ndim == 3 else cv2.cvtColor(small, cv2.COLOR_GRAY2RGB)
+            boxes, points = mtcnn.detect(rgb, max(12.0, min_face * scale))
+            found = [(x0, y0, x1 - x0, y1 - y0, float(s), pts) for (x0, y0, x1, y1, s), pts in zip(boxes, points)]
+        elif self.kind == "yunet":
             bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR) if small.ndim == 3 else cv2.cvtColor(small, cv2.COLOR_GRAY2BGR)
             det = self._detector()
             det.setInputSize((bgr.shape[1], bgr.shape[0]))
             _, faces = det.detect(bgr)
-            found = [] if faces is None else [(f[0], f[1], f[2], f[3], float(f[-1])) for f in faces]
+            found = [] if faces is None else [(f[0], f[1], f[2], f[3], float(f[-1]), f[4:14].reshape(5, 2))
+                                             for f in faces]
         else:
-            gray = _array_to_gray(small)
-            gray = cv2.equalizeHist(gray)
-            rects = self._detector().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5,
-                                                      minSize=(max(8, int(self.min_size * scale)),) * 2)
-            found = [(x, y, bw, bh, 1.0) for x, y, bw, bh in (rects if len(rects) else [])]
-        boxes = [Box(int(x / scale), int(y / scale), int(bw / scale), int(bh / scale), s) for x, y, bw, bh, s in found]
-        return sorted(boxes, key=lambda b: b.w * b.h, reverse=True)
+            rects, _, weights = self._detector().detectMultiScale3(
+                _array_to_gray(small), scaleFactor=1.1, minNeighbors=self.min_neighbors,
+                minSize=(max(CASCADE_WINDOW, round(min_face * scale)),) * 2, outputRejectLevels=True)
+            found = [(x, y, bw, bh, float(s), None) for (x, y, bw, bh), s in zip(rects, np.ravel(weights))] \
+                if len(rects) else []
+        boxes: list[Box] = []
+        for x, y, bw, bh, s, pts in sorted(found, key=lambda f: f[2] * f[3], reverse=True):
+            marks = None if pts is None else tuple((float((px - pad) / scale), float((py - pad) / scale))
+                                                   for px, py in pts)
+            box = Box(round((x - pad) / scale), round((y - pad) / scale), round(bw / scale), round(bh / scale), s, marks)
+            # a face holds no smaller face: a box mostly inside a larger one is an eye or a mouth
+            if box.w > 0 and box.h > 0 and not any(_inside(box, big) > 0.5 for big in boxes):
+                boxes.append(box)
+        return boxes
+
+    def eyes(self, gray: np.ndarray, box: Box) -> tuple[tuple[float, float], tuple[float, float]] | None:
+        """Centres of the (image-)left and right eye in image pixels, or None unless a plausible pair
+        is found: the detector's landmarks when it gives them, else the eye cascade (one eye per half
+        of the face, not too far from level)."""
+        if box.landmarks is not None:
+            left, right = box.landmarks[0], box.landmarks[1]
+            if right[0] > left[0] and abs(eye_angle((left, right))) <= MAX_EYE_ANGLE:
+                return left, right
+            return None
+        if box.w < 40:  # too small for the eye cascade to mean anything
+            return None
+        x0, y0 = max(box.x, 0), max(box.y, 0)
+        roi = gray[y0:box.y + int(box.h * 0.6), x0:box.x + box.w]
+        if roi.size == 0:
+            return None
+        k = 120 / box.w  # eyes are searched on the face at a fixed size
+        roi = cv2.equalizeHist(cv2.resize(roi, (max(1, round(roi.shape[1] * k)), max(1, round(roi.shape[0] * k))),
+                                          interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR))
+        found = self._eyes().detectMultiScale(roi, scaleFactor=1.1, minNeighbors=4, minSize=(14, 14), maxSize=(50, 50))
+        if len(found) < 2:
+            return None
+        centres = [((ex + ew / 2) / k + x0, (ey + eh / 2) / k + y0, ew * eh) for ex, ey, ew, eh in found]
+        mid = box.x + box.w / 2
+        left = [c for c in centres if c[0] < mid]
+        right = [c for c in centres if c[0] >= mid]
+        if not left or not right:
+            return None
+        (lx, ly, _), (rx, ry, _) = max(left, key=lambda c: c[2]), max(right, key=lambda c: c[2])
+        distance = math.hypot(rx - lx, ry - ly)
+        if not 0.25 * box.w <= distance <= 0.75 * box.w:
+            return None
+        if abs(math.degrees(math.atan2(ry - ly, rx - lx))) > MAX_EYE_ANGLE:
+            return None
+        return (lx, ly), (rx, ry)
 
 
 _default: FaceDetector | None = None
@@ -99,26 +226,57 @@ def center_box(width: int, height: int) -> Box:
     return Box((width - side) // 2, (height - side) // 2, side, side, 0.0)
 
 
-def crop(frame: np.ndarray, box: Box) -> np.ndarray:
-    return frame[box.y:box.y + box.h, box.x:box.x + box.w]
+def eye_angle(eyes) -> float:
+    """Degrees the line from the left to the right eye dips below horizontal (image y points down)."""
+    (lx, ly), (rx, ry) = eyes
+    return math.degrees(math.atan2(ry - ly, rx - lx))
 
 
-def find_faces(frame: np.ndarray, detector: FaceDetector | None = None, margin: float = 0.25,
-               max_faces: int = 8) -> tuple[list[Box], bool]:
-    """Square face boxes (``margin`` added), or the centre square when none is found.
-    Returns ``(boxes, found)``."""
-    h, w = frame.shape[:2]
-    boxes = (detector or default_detector()).detect(frame)[:max_faces]
-    if not boxes:
-        return [center_box(w, h)], False
-    return [b.square(margin, w, h) for b in boxes], True
+def frame_transform(box: Box, size: int, angle: float = 0.0, framing: Framing | None = None) -> np.ndarray:
+    """The 2x3 affine map from crop pixel indices (``size`` x ``size``) to image pixel indices: FER2013's frame
+    around ``box`` as ``framing`` places it (None: the box itself), turned by ``angle`` degrees."""
+    cx, cy = box.center
+    if framing is None:
+        side, dx, dy = float(max(box.w, box.h)), 0.0, 0.0
+    else:
+        side = max(box.w, box.h) / framing.box_side
+        dx, dy = framing.center_dx * side, framing.center_dy * side
+    t = math.radians(angle)
+    cos, sin = math.cos(t), math.sin(t)
+    fx, fy = cx - (cos * dx - sin * dy), cy - (sin * dx + cos * dy)  # the frame's centre
+    a = side / size
+    off = 0.5 - size / 2  # crop pixel centres, relative to the crop's centre
+    # pixel indices on both sides: a pixel's centre is at index + 0.5 in continuous coordinates
+    return np.array([[a * cos, -a * sin, fx - 0.5 + a * (cos * off - sin * off)],
+                     [a * sin, a * cos, fy - 0.5 + a * (sin * off + cos * off)]], np.float64)
+
+
+def warp_crop(gray: np.ndarray, to_image: np.ndarray, size: int) -> np.ndarray:
+    """The ``size`` x ``size`` crop whose pixels ``to_image`` maps into ``gray``; area-averaged when
+    the frame is larger than the crop, edge pixels repeated where it leaves the image."""
+    h, w = gray.shape[:2]
+    scale = math.hypot(to_image[0, 0], to_image[1, 0])  # image pixels per crop pixel
+    corners = to_image @ np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float64).T
+    x0, y0 = (max(0, min(int(np.floor(corners[i].min())) - 2, n - 1)) for i, n in ((0, w), (1, h)))
+    x1, y1 = (max(lo + 1, min(int(np.ceil(corners[i].max())) + 2, n)) for i, lo, n in ((0, x0, w), (1, y0, h)))
+    roi = gray[y0:y1, x0:x1]
+    shift = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], np.float64)
+    m = shift @ np.vstack([to_image, [0, 0, 1]])
+    if scale > 1.5:  # shrink the region first: bilinear sampling alone would alias
+        k = 1.0 / scale
+        roi = cv2.resize(roi, (max(1, round(roi.shape[1] * k)), max(1, round(roi.shape[0] * k))),
+                         interpolation=cv2.INTER_AREA)
+        sx, sy = roi.shape[1] / (x1 - x0), roi.shape[0] / (y1 - y0)
+        m = np.diag([sx, sy, 1.0]) @ m
+    return cv2.warpAffine(roi, m[:2], (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REPLICATE)
 
 
 def to_rgb_frame(image) -> np.ndarray:
     """Any user image -> RGB uint8 ``(H, W, 3)`` at full resolution, for detection and drawing.
     Transparency is composited on white; high-depth and grayscale images become gray RGB."""
-    if isinstance(image, (bytes, bytearray, str)):
-        image = open_image(image)
+    if isinstance(image, (bytes, bytearray, str, os.PathLike)):
+        image = open_image(image if not isinstance(image, os.PathLike) else str(image))
     if isinstance(image, Image.Image):
         image = upright(image)
         if image.mode == "RGB":
@@ -133,14 +291,3 @@ def to_rgb_frame(image) -> np.ndarray:
         alpha = a[..., 3:4].astype(np.float32) / 255.0
         return (a[..., :3] * alpha + 255 * (1 - alpha)).astype(np.uint8)
     return cv2.cvtColor(_array_to_gray(a), cv2.COLOR_GRAY2RGB)
-
-
-def draw_box(frame: np.ndarray, box: Box, text: str, color=(0, 200, 120)) -> None:
-    """Box and label on an RGB frame, in place."""
-    thick = max(1, frame.shape[1] // 320)
-    cv2.rectangle(frame, (box.x, box.y), (box.x + box.w, box.y + box.h), color, thick)
-    scale = max(0.4, frame.shape[1] / 1000)
-    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-    y = max(th + base, box.y)
-    cv2.rectangle(frame, (box.x, y - th - base), (box.x + tw + 4, y), color, -1)
-    cv2.putText(frame, text, (box.x + 2, y - base), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick, cv2.LINE_AA)

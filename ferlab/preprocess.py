@@ -147,23 +147,31 @@ def normalize(batch: torch.Tensor, card: dict) -> torch.Tensor:
     return (x - mean) / std
 
 
+def as_batch(images) -> list:
+    """The images of an explicit batch, never guessed from a shape: a ``list`` or ``tuple`` of
+    images, or an array or tensor whose first axis is the batch (``(N, H, W)`` grayscale or
+    ``(N, H, W, C)`` colour).  Anything else is refused: wrap one image as ``[image]``."""
+    if isinstance(images, (np.ndarray, torch.Tensor)):
+        if images.ndim not in (3, 4):
+            raise InputError(f"a batch array must be (N, H, W) or (N, H, W, C); got shape {tuple(images.shape)}"
+                             " (for one image, pass [image])")
+        return list(images)
+    if not isinstance(images, (list, tuple)):
+        raise InputError(f"expected a batch (a list of images or an (N, H, W[, C]) array), got "
+                         f"{type(images).__name__}; for one image, pass [image]")
+    return list(images)
+
+
 def to_gray_batch(images, size: int = 48) -> np.ndarray:
-    """A list (or a single) of inputs -> ``(N, size, size)`` uint8 grayscale stack."""
-    if isinstance(images, (Image.Image, bytes, bytearray)) or (
-            isinstance(images, np.ndarray) and images.ndim <= 3 and not _looks_like_batch(images)):
-        images = [images]
-    return np.stack([to_gray_uint8(im, size) for im in images]) if len(images) else np.empty((0, size, size), np.uint8)
+    """A batch of inputs (see ``as_batch``) -> ``(N, size, size)`` uint8 grayscale stack."""
+    images = as_batch(images)
+    return np.stack([to_gray_uint8(im, size) for im in images]) if images else np.empty((0, size, size), np.uint8)
 
 
 def to_batch(images, card: dict) -> torch.Tensor:
-    """A list (or a single) of inputs -> ``(N, C, H, W)`` normalized batch on the CPU."""
+    """A batch of inputs (see ``to_gray_batch``) -> ``(N, C, H, W)`` normalized batch on the CPU."""
     gray = to_gray_batch(images, int(card.get("input_size", 48)))
     return normalize(torch.from_numpy(gray).unsqueeze(1), card)
-
-
-def _looks_like_batch(a: np.ndarray) -> bool:
-    # (N, H, W) uint8 grayscale stacks, like the ones ferlab.data.to_arrays returns
-    return a.ndim == 3 and a.shape[-1] not in (1, 3, 4) and a.shape[0] not in (1, 3, 4)
 
 
 def to_tensor(image, card: dict) -> torch.Tensor:

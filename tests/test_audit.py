@@ -3,6 +3,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ import ferlab.audit as audit_mod
 from ferlab.audit import audit, ranking_metrics, suspect_scores, tune_suspect_threshold, tune_suspect_weights
 from ferlab.checkpoints import save_checkpoint
 from ferlab.data import cache_dir
+from ferlab.labels import EMOTIONS
 from ferlab.ui.browser_tab import AuditStore, browse, detail_for, export_view, select_rows
 from ferlab.ui.common import ModelRegistry
 from tests.synthetic import make_arrays, write_parquet_source
@@ -139,11 +141,29 @@ def test_cli_scores_split_and_folder(trained_marks, flipped_source, tmp_path):
     for i, img in enumerate(images[:3]):
         cv2.imwrite(str(folder / f"{i}.png"), img)
     (folder / "notes.txt").write_text("not an image")
-    audit_mod.main(["--checkpoint", str(trained_marks.path), "--images", str(folder), "--out", str(out)])
+    audit_mod.main(["--checkpoint", str(trained_marks.path), "--images", str(folder), "--out", str(out), "--crops"])
     frame = pd.read_csv(out)
     frame["error"] = frame["error"].fillna("")
     assert len(frame) == 4 and (frame["error"] != "").sum() == 1
     assert np.allclose(frame.loc[frame.error == "", [c for c in frame if c.startswith("p_")]].sum(1), 1, atol=1e-4)
+    crops = frame[frame.error == ""].sort_values("file")
+    direct = trained_marks.predict(images[:3], detect=False)
+    assert np.allclose(crops[[f"p_{e}" for e in EMOTIONS]].to_numpy(), direct, atol=1e-5)
+    # photos: one row per face, through the same pipeline as the app and predict
+    assets = Path(__file__).resolve().parent.parent / "ferlab" / "assets"
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    astronaut = cv2.imread(str(assets / "astronaut.jpg"))
+    cv2.imwrite(str(photos / "pair.png"), np.concatenate([astronaut[20:260, 110:340]] * 2, axis=1))
+    cv2.imwrite(str(photos / "cat.jpg"), cv2.imread(str(assets / "chelsea.jpg")))
+    audit_mod.main(["--checkpoint", str(trained_marks.path), "--images", str(photos), "--out", str(out)])
+    frame = pd.read_csv(out)
+    frame["error"] = frame["error"].fillna("")
+    assert frame[frame.file == "pair.png"].face.tolist() == [0, 1]
+    assert frame[frame.file == "cat.jpg"].error.str.startswith("no face found").all()
+    pair = frame[frame.file == "pair.png"].iloc[0]
+    expected = trained_marks.predict([str(photos / "pair.png")])[0]
+    assert np.allclose(pair[[f"p_{e}" for e in EMOTIONS]].to_numpy(float), expected, atol=1e-5)
 
 
 @pytest.fixture(scope="module")

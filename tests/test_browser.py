@@ -3,12 +3,10 @@ import os
 import shutil
 from pathlib import Path
 
-import cv2
 import pytest
 
 from benchmarks.load import start_app
 from tests.synthetic import write_tiny_checkpoints
-from tests.test_ui import drawn_face
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.browser
@@ -29,8 +27,7 @@ def app_url(tmp_path_factory):
 
 
 def test_upload_classify_and_every_tab(app_url, tmp_path):
-    image = tmp_path / "face.png"
-    cv2.imwrite(str(image), cv2.cvtColor(drawn_face(), cv2.COLOR_RGB2BGR))
+    image = Path(__file__).resolve().parent.parent / "ferlab" / "assets" / "astronaut.jpg"  # public domain
     shots = Path(os.environ.get("FERLAB_SCREENSHOTS", tmp_path))
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
@@ -50,7 +47,7 @@ def test_upload_classify_and_every_tab(app_url, tmp_path):
                 page.wait_for_selector(f"#{shows_image} img", timeout=30_000)
             page.screenshot(path=str(shots / f"{prefix}.png"), full_page=True)
 
-        run_tab(None, "classify", "#classify-sentence :text('Looks')", shows_image="classify-output")
+        run_tab(None, "classify", "#classify-sentence :text('the model reads')", shows_image="classify-output")
         assert page.locator("#classify-label").inner_text().strip()
         run_tab("Explain", "explain", "#explain-notes :text('Deletion AUC')", shows_image="explain-overlay")
         run_tab("Layers", "layers", "#layers-caption :text('Grad-CAM rows')", shows_image="layers-gallery")

@@ -8,6 +8,7 @@ import torch
 from ferlab import CheckpointError, list_models, load_model
 from ferlab.checkpoints import base_card, pick_device, save_checkpoint
 from ferlab.models import create_model
+from ferlab.preprocess import InputError
 from tests.synthetic import make_arrays
 
 TINY = {"widths": [8, 16, 16, 16], "hidden": 32}
@@ -49,9 +50,11 @@ def test_predict_returns_probabilities(tmp_path):
     _, folder = _saved(tmp_path)
     images, _ = make_arrays(2)
     model = load_model(folder)
-    probs = model.predict(list(images))
+    probs = model.predict(list(images), detect=False)
     assert probs.shape == (14, 7) and np.allclose(probs.sum(1), 1, atol=1e-5)
-    assert model.predict(images[0]).shape == (1, 7)
+    assert model.predict(images[:1], detect=False).shape == (1, 7)
+    with pytest.raises(InputError, match="pass \\[image\\]"):
+        model.predict(images[0])  # one image is a batch of one: explicit, never guessed
 
 
 def test_list_models_and_names(tmp_path, monkeypatch):

@@ -3,6 +3,7 @@ import threading
 import numpy as np
 import pytest
 import torch
+from captum.attr import LayerGradCam
 
 from ferlab.explain import (METHODS, ExplainError, explain, explain_layers, faithfulness, region_masks,
                             region_shares, region_words, sanity_check)
@@ -61,6 +62,10 @@ def test_batches_and_layers_and_errors():
     out = explain(model, [IMAGE, IMAGE[::-1]], "gradcam", target=[0, 1])
     assert [e.target for e in out] == [0, 1]
     assert np.allclose(out[0].heatmap, explain(model, IMAGE, "gradcam", target=0).heatmap, atol=1e-5)
+    model.module.calls = 0
+    out = explain(model, [IMAGE] * 3, "gradcam")
+    assert model.module.calls == 1, "probabilities and maps of a whole batch from one forward pass"
+    assert np.allclose([e.probabilities for e in out], model.predict([IMAGE] * 3, detect=False), atol=1e-5)
     with pytest.raises(ExplainError, match="no explainable layer"):
         explain(model, IMAGE, "gradcam", layer="fc")
     with pytest.raises(ExplainError, match="unknown method"):
@@ -90,9 +95,13 @@ def test_every_architecture_every_layer(name, config):
     model = wrap(create_model(name, **config), name)
     layers = explain_layers(model, IMAGE, "gradcam", target=2)
     assert [e.layer for e in layers] == list(model.module.explainable_layers)
-    for e in layers[-3:]:  # the single-pass path equals Captum's LayerGradCam layer by layer
+    x = model.preprocess([IMAGE])
+    for e in layers[-3:]:  # the one-pass path equals Captum's LayerGradCam layer by layer
         single = explain(model, IMAGE, "gradcam", layer=e.layer, target=2)
         assert np.allclose(single.heatmap, e.heatmap, atol=1e-4), e.layer
+        captum = LayerGradCam(model.module, model.module.get_layer(e.layer)).attribute(
+            x, target=2, relu_attributions=True).detach().numpy()[0]
+        assert np.allclose(single.raw, captum, rtol=1e-4, atol=1e-6), e.layer
     acts = explain_layers(model, IMAGE, "activations", top_k=4)
     assert all(len(a.extra["channels"]) == 4 for a in acts)
     assert explain(model, IMAGE, "guided_gradcam").heatmap.shape == (48, 48)
@@ -117,11 +126,16 @@ def test_no_hook_survives_even_after_an_exception(method):
     assert _hooks(model.module) == 0
     explain(model, IMAGE, method)
     assert _hooks(model.module) == 0
-    model.module.calls, model.module.fail_on_call = 0, 2  # the attribution's own forward pass raises
-    with pytest.raises(RuntimeError, match="boom"):
-        explain(model, IMAGE, method)
+    model.module.calls = 0
+    explain(model, IMAGE, method)
+    passes = model.module.calls  # Grad-CAM: one (forward and backward together); others: 2 or more
+    assert passes >= 1
+    for failing in sorted({1, passes}):  # the first forward pass raises, then the attribution's own
+        model.module.calls, model.module.fail_on_call = 0, failing
+        with pytest.raises(RuntimeError, match="boom"):
+            explain(model, IMAGE, method)
+        assert _hooks(model.module) == 0
     model.module.fail_on_call = None
-    assert _hooks(model.module) == 0
     model.module.calls, model.module.fail_on_call = 0, 1
     with pytest.raises(RuntimeError, match="boom"):
         explain_layers(model, IMAGE, "gradcam")

@@ -1,11 +1,12 @@
 """The lab's handlers, called directly (no browser), and the Blocks build."""
+from pathlib import Path
+
 import cv2
 import gradio as gr
 import numpy as np
 import pytest
 
 from ferlab.explain import METHODS
-from ferlab.faces import Box, find_faces
 from ferlab.ui import ModelRegistry, build_app
 from ferlab.ui.classify import classify_image, classify_stream, classify_video
 from ferlab.ui.compare_tab import compare_models
@@ -13,6 +14,11 @@ from ferlab.ui.explain_tab import explain_image, layer_choices, run_sanity_check
 from ferlab.ui.layers_tab import layer_grid
 from ferlab.ui.models_tab import model_details, overview
 from tests.synthetic import write_tiny_checkpoints
+
+
+ASSETS = Path(__file__).resolve().parent.parent / "ferlab" / "assets"
+ASTRONAUT = cv2.cvtColor(cv2.imread(str(ASSETS / "astronaut.jpg")), cv2.COLOR_BGR2RGB)
+CAT = cv2.cvtColor(cv2.imread(str(ASSETS / "chelsea.jpg")), cv2.COLOR_BGR2RGB)
 
 
 def drawn_face(size=160):
@@ -61,17 +67,32 @@ def test_registry_loads_each_model_once(registry):
 
 
 def test_classify_image_outputs(registry):
-    img = drawn_face()
+    img = ASTRONAUT
     annotated, probs, sentence = classify_image(registry, img, "tiny_cnn", True, 0.5)
     assert annotated.shape == img.shape and annotated.dtype == np.uint8
-    assert not np.array_equal(annotated, img)  # box, label and heatmap were drawn
+    assert not np.array_equal(annotated, img)  # frame, label and heatmap were drawn
     assert set(probs) == {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}
     assert sum(probs.values()) == pytest.approx(1.0, abs=1e-4)
-    assert sentence.startswith("Looks **")
-    assert "The model looked mostly at" in sentence or "no positive evidence" in sentence
+    assert sentence.startswith("the model reads **")
+    assert "It looked mostly at" in sentence or "no positive evidence" in sentence
     blank = np.zeros((120, 200, 3), np.uint8)
-    _, _, sentence = classify_image(registry, blank, "tiny_cnn", False, 0.5)
-    assert "No face was found" in sentence and "looked mostly" not in sentence
+    annotated, probs, sentence = classify_image(registry, blank, "tiny_cnn", False, 0.5)
+    assert "No face was found" in sentence and "reads" not in sentence and probs is None
+    assert np.array_equal(annotated, blank), "nothing is drawn where no face was found"
+    _, probs, sentence = classify_image(registry, blank, "tiny_cnn", False, 0.5, True)
+    assert "No face was found, so the centre of the picture was classified" in sentence and len(probs) == 7
+
+
+def test_group_photo_every_face_and_the_app_agrees_with_predict(registry):
+    group = np.concatenate([ASTRONAUT[20:260, 110:340]] * 3 + [CAT[:240, :230]], axis=1)
+    for show_cam in (True, False):
+        annotated, probs, sentence = classify_image(registry, group, "tiny_cnn", show_cam, 0.5)
+        assert sentence.count("Face ") == 3 and "The bars show face 1." in sentence
+    app = np.array([probs[e] for e in ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")])
+    model = registry.get("tiny_cnn")
+    assert np.allclose(app, model.predict([group])[0], atol=1e-5), "one path: the app and predict agree"
+    _, _, sentence = classify_image(registry, CAT, "tiny_cnn")
+    assert sentence.startswith("**No face was found.**")
 
 
 @pytest.mark.parametrize("bad,match", [(None, "Upload an image"), (np.zeros((0, 5, 3), np.uint8), "empty"),
@@ -83,17 +104,21 @@ def test_classify_bad_inputs_are_readable_errors(registry, bad, match):
 
 def test_stream_frames_pass_through_on_error(registry):
     frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
-    out = classify_stream(registry, frame, "tiny_cnn")
+    out, tracker = classify_stream(registry, frame, "tiny_cnn")
     assert out.shape == frame.shape
-    assert classify_stream(registry, None, "tiny_cnn") is None
-    assert classify_stream(registry, frame, "missing_model") is frame
+    assert classify_stream(registry, None, "tiny_cnn", tracker=tracker) == (None, tracker)
+    assert classify_stream(registry, frame, "missing_model", tracker=tracker)[0] is frame
+    # a face followed over frames keeps its track, and its label is the smoothed one
+    for _ in range(3):
+        out, tracker = classify_stream(registry, ASTRONAUT, "tiny_cnn", True, 0.4, tracker)
+    assert list(tracker.tracks) == [0] and len(tracker.tracks[0].history) >= 1
 
 
 def test_video_round_trip_and_errors(registry, tmp_path):
     path = tmp_path / "clip.webm"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"VP80"), 10, (160, 160))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"VP80"), 10, (240, 240))
     for i in range(12):
-        writer.write(cv2.cvtColor(np.roll(drawn_face(), i, axis=1), cv2.COLOR_RGB2BGR))
+        writer.write(cv2.cvtColor(np.roll(ASTRONAUT[20:260, 100:340], 2 * i, axis=1), cv2.COLOR_RGB2BGR))
     writer.release()
     out, fig, note = classify_video(registry, str(path), "tiny_cnn", True, 0.4, max_frames=6,
                                     progress=lambda *a, **k: None)
@@ -101,6 +126,8 @@ def test_video_round_trip_and_errors(registry, tmp_path):
     frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     cap.release()
     assert frames == 6 and "Analysed 6 frames (one frame in 2)" in note and fig is not None
+    assert "1 face track, the plot follows the one seen in 6 frames" in note and "smoothed" in note
+    assert len(fig.axes[0].lines) == 14, "each emotion smoothed, and faint frame by frame behind it"
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"\x00" * 4096)
     with pytest.raises(gr.Error, match="could not be opened|no decodable frames"):
@@ -190,13 +217,6 @@ def test_a_corrupt_card_leaves_that_model_out_and_the_app_up(tmp_path):
     with pytest.raises(gr.Error, match="no checkpoint 'tiny_cnn'; available: tiny_mobilenet"):
         registry.card("tiny_cnn")
     assert registry.card("tiny_mobilenet")["architecture"] == "mobilenet_v2"
-
-
-def test_find_faces_fallback_and_square_boxes():
-    boxes, found = find_faces(np.zeros((100, 300, 3), np.uint8))
-    assert not found and boxes[0] == Box(100, 0, 100, 100, 0.0)
-    sq = Box(10, 10, 40, 60).square(0.25, 100, 100)
-    assert sq.w == sq.h == 75 and 0 <= sq.x and sq.x + sq.w <= 100 and 0 <= sq.y and sq.y + sq.h <= 100
 
 
 def test_every_registered_method_is_offered(registry):

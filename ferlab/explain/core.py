@@ -22,7 +22,7 @@ from torch import nn
 
 from ..labels import EMOTIONS, emotion_index
 from ..models.base import model_lock
-from ..preprocess import to_batch, to_gray_uint8
+from ..preprocess import normalize, to_gray_uint8
 
 COLORMAPS = {"jet": cv2.COLORMAP_JET, "turbo": cv2.COLORMAP_TURBO, "inferno": cv2.COLORMAP_INFERNO,
              "viridis": cv2.COLORMAP_VIRIDIS, "magma": cv2.COLORMAP_MAGMA, "hot": cv2.COLORMAP_HOT,
@@ -43,7 +43,9 @@ def color_heatmap(heatmap: np.ndarray, width: int, height: int, colormap: str = 
 
 def overlay_heatmap(image: Any, heatmap: np.ndarray, alpha: float = 0.5, colormap: str = "jet",
                     size: int | None = None) -> np.ndarray:
-    """Blend a [0, 1] heatmap over an image; returns RGB uint8.
+    """Lay a [0, 1] heatmap over an image; returns RGB uint8.  Each pixel's opacity is ``alpha``
+    times the map's value there, so where the map finds no evidence the image shows as it is
+    (an empty map leaves the image unchanged instead of tinting it).
 
     ``image``: an RGB uint8 array framed like the model input (e.g. a face crop) is used as
     is; anything else goes through ``to_gray_uint8`` (centred square).  ``size``: output side.
@@ -54,9 +56,11 @@ def overlay_heatmap(image: Any, heatmap: np.ndarray, alpha: float = 0.5, colorma
         base = cv2.cvtColor(to_gray_uint8(image, size=None), cv2.COLOR_GRAY2RGB)
     if size is not None and base.shape[:2] != (size, size):
         base = cv2.resize(base, (size, size), interpolation=cv2.INTER_CUBIC)
-    colored = color_heatmap(heatmap, base.shape[1], base.shape[0], colormap)
-    alpha = float(np.clip(alpha, 0.0, 1.0))
-    return np.uint8(np.clip(base.astype(np.float32) * (1 - alpha) + colored.astype(np.float32) * alpha, 0, 255))
+    h, w = base.shape[:2]
+    heat = np.clip(cv2.resize(np.clip(heatmap, 0, 1).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC), 0, 1)
+    colored = color_heatmap(heat, w, h, colormap)
+    weight = float(np.clip(alpha, 0.0, 1.0)) * heat[..., None]
+    return np.uint8(np.clip(base.astype(np.float32) * (1 - weight) + colored.astype(np.float32) * weight, 0, 255))
 
 
 @dataclass
@@ -134,6 +138,16 @@ class Method:
         """Raw attribution: ``(N, 1 or C, h, w)`` tensor (layer- or input-resolution)."""
         raise NotImplementedError
 
+    def run(self, module: nn.Module, x: torch.Tensor, target, layer: nn.Module | None,
+            model) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(logits, targets, raw)``: a forward pass for the probabilities and the default targets,
+        then ``attribute``.  Methods that need the forward pass anyway (Grad-CAM) override this
+        to make it one pass."""
+        with torch.no_grad():
+            logits = module(x)
+        targets = resolve_target(target, logits).to(x.device)
+        return logits, targets, self.attribute(module, x, targets, layer, model)
+
     def check(self, model, layer_name: str | None) -> None:
         """Raise ExplainError where this method cannot explain this model."""
 
@@ -150,6 +164,27 @@ class Method:
         return np.stack([normalize_heatmap(m) for m in r[:, 0].clamp_min(0).cpu().numpy()])
 
 
+def gradcam_pass(module: nn.Module, x: torch.Tensor, layers: list[nn.Module],
+                 target) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """Grad-CAM at several layers from one forward and one backward pass: ``(logits, targets,
+    [ReLU(sum_k mean(dy/dA_k) A_k)] per layer, each (N, 1, h, w))``.  The caller holds the model's
+    lock; the hooks are removed whatever happens."""
+    acts: dict[int, torch.Tensor] = {}
+    hooks = [layer.register_forward_hook(lambda m, i, o, j=j: acts.__setitem__(j, o)) for j, layer in enumerate(layers)]
+    try:
+        with torch.enable_grad():
+            logits = module(x.detach().requires_grad_(True))
+            targets = resolve_target(target, logits).to(logits.device)
+            score = logits.gather(1, targets[:, None]).sum()
+            grads = torch.autograd.grad(score, [acts[j] for j in range(len(layers))])
+    finally:
+        for h in hooks:
+            h.remove()
+    raws = [torch.relu((g.float().mean(dim=(2, 3), keepdim=True) * acts[j].detach().float()).sum(1, keepdim=True))
+            for j, g in enumerate(grads)]
+    return logits.detach(), targets, raws
+
+
 METHODS: dict[str, type[Method]] = {}
 
 
@@ -158,45 +193,52 @@ def register_method(cls: type[Method]) -> type[Method]:
     return cls
 
 
-def _as_list(image) -> tuple[list, bool]:
-    if isinstance(image, (list, tuple)):
-        return list(image), True
-    if isinstance(image, np.ndarray) and image.ndim == 4:
-        return list(image), True
-    return [image], False
-
-
 def explain(model, image, method: str = "gradcam", layer: str | None = None, target=None, **options):
-    """Explain ``model``'s decision on ``image`` (or a list of images: returns a list).
+    """Explain ``model``'s decision on one image, or on each image of a list (returns a list).
 
-    ``model``: a ``FERClassifier`` from ``load_model``.  ``layer``: one of the model's
-    explainable layers (default: its default layer).  ``target``: class index or name
-    (default: the predicted class).  ``options`` go to the method (e.g. ``n_steps``).
+    ``image``: one image (PIL, numpy array, bytes); a ``list`` or ``tuple`` is a batch, anything
+    else one image.  It is framed as a face crop (centred square, resized): photos go through
+    ``ferlab.analyze``, which finds the faces first.  ``model``: a ``FERClassifier`` from
+    ``load_model``.  ``layer``: one of the model's explainable layers (default: its default layer).
+    ``target``: class index or name (default: the predicted class).  ``options`` go to the method
+    (e.g. ``n_steps``).
     """
-    images, batched = _as_list(image)
+    batched = isinstance(image, (list, tuple))
+    size = int(model.card.get("input_size", 48))
+    images = list(image) if batched else [image]
+    crops = np.stack([to_gray_uint8(im, size) for im in images]) if images else np.empty((0, size, size), np.uint8)
+    out = explain_crops(model, crops, method, layer, target, **options)
+    return out if batched else out[0]
+
+
+def explain_crops(model, crops: np.ndarray, method: str = "gradcam", layer: str | None = None, target=None,
+                  **options) -> list[Explanation]:
+    """Explain a stack of face crops: uint8 ``(N, S, S)`` at the model's input size, one
+    ``Explanation`` each.  Probabilities come from the same forward pass as the attribution
+    where the method allows (Grad-CAM: one forward and one backward pass for the whole stack)."""
     if method not in METHODS:
         raise ExplainError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    size = int(model.card.get("input_size", 48))
+    crops = np.asarray(crops)
+    if crops.ndim != 3 or crops.shape[1:] != (size, size) or crops.dtype != np.uint8:
+        raise ExplainError(f"explain_crops takes a uint8 stack (N, {size}, {size}); got {crops.dtype} {crops.shape}")
     impl = METHODS[method](**options)
-    module, card = model.module, model.card
+    module = model.module
     layer_name = (layer or module.default_layer) if impl.needs_layer else None
     if layer_name is not None and layer_name not in module.explainable_layers:
         raise ExplainError(f"{model.name}: no explainable layer {layer_name!r}; "
                            f"choose one of {', '.join(module.explainable_layers)}")
     impl.check(model, layer_name)
-    size = int(card.get("input_size", 48))
-    grays = [to_gray_uint8(im, size) for im in images]
-    x = to_batch(np.stack(grays), card).to(model.device)
+    if len(crops) == 0:
+        return []
+    x = normalize(torch.from_numpy(crops).unsqueeze(1), model.card).to(model.device)
     with model_lock(module):
         disable_inplace(module)
-        with torch.no_grad():
-            probs = torch.softmax(module(x).float(), dim=1)
-        targets = resolve_target(target, probs).to(model.device)
         layer_module = module.get_layer(layer_name) if layer_name else None
-        raw = impl.attribute(module, x, targets, layer_module, model)
+        logits, targets, raw = impl.run(module, x, target, layer_module, model)
+    probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
     heatmaps = impl.to_heatmap(raw, size)
     raw_np = raw.detach().float().cpu().numpy()
-    out = [Explanation(heatmap=heatmaps[i].astype(np.float32), raw=raw_np[i], method=method, layer=layer_name,
-                       target=int(targets[i]), probabilities=probs[i].cpu().numpy(), image=grays[i],
-                       extra=impl.extra_for(i))
-           for i in range(len(grays))]
-    return out if batched else out[0]
+    return [Explanation(heatmap=heatmaps[i].astype(np.float32), raw=raw_np[i], method=method, layer=layer_name,
+                        target=int(targets[i]), probabilities=probs[i], image=crops[i], extra=impl.extra_for(i))
+            for i in range(len(crops))]

@@ -6,9 +6,9 @@ import numpy as np
 import torch
 from captum.attr import LayerAttribution
 
-from ..preprocess import to_batch, to_gray_uint8
-from .core import METHODS, ExplainError, Explanation, disable_inplace, explain, model_lock, normalize_heatmap, \
-    resolve_target
+from ..preprocess import normalize, to_gray_uint8
+from .core import (METHODS, ExplainError, Explanation, disable_inplace, explain, gradcam_pass, model_lock,
+                   normalize_heatmap, resolve_target)
 from .methods import top_channels
 
 
@@ -38,35 +38,28 @@ def explain_layers(model, image, method: str = "gradcam", target=None, top_k: in
 
     size = int(model.card.get("input_size", 48))
     gray = to_gray_uint8(image, size)
-    x = to_batch(gray[None], model.card).to(model.device)
+    x = normalize(torch.from_numpy(gray)[None, None], model.card).to(model.device)
     with model_lock(module):
         disable_inplace(module)
-        acts, hooks = _capture(module, layers)
-        try:
-            if method == "gradcam":
-                with torch.enable_grad():
-                    x.requires_grad_(True)
-                    logits = module(x)
-                    targets = resolve_target(target, logits).to(logits.device)
-                    score = logits.gather(1, targets[:, None]).sum()
-                    grads = torch.autograd.grad(score, [acts[n] for n in layers])
-            else:
+        if method == "gradcam":
+            logits, targets, raws = gradcam_pass(module, x, [module.get_layer(n) for n in layers], target)
+        else:
+            acts, hooks = _capture(module, layers)
+            try:
                 with torch.no_grad():
                     logits = module(x)
-                targets = resolve_target(target, logits).to(logits.device)
-        finally:
-            for h in hooks:
-                h.remove()
+            finally:
+                for h in hooks:
+                    h.remove()
+            targets = resolve_target(target, logits).to(logits.device)
     probs = torch.softmax(logits.detach().float(), dim=1)[0].cpu().numpy()
     out = []
     for i, n in enumerate(layers):
-        a = acts[n].detach().float()
         if method == "gradcam":
-            raw = torch.relu((grads[i].float().mean(dim=(2, 3), keepdim=True) * a).sum(1, keepdim=True))
-            extra = {}
+            raw, extra = raws[i], {}
         else:
-            raw = a.mean(1, keepdim=True)
-            extra = top_channels(a[0], top_k)
+            a = acts[n].detach().float()
+            raw, extra = a.mean(1, keepdim=True), top_channels(a[0], top_k)
         up = LayerAttribution.interpolate(torch.relu(raw), (size, size), interpolate_mode="bilinear")
         out.append(Explanation(heatmap=normalize_heatmap(up[0, 0].cpu().numpy()).astype(np.float32),
                                raw=raw[0].cpu().numpy(), method=method, layer=n, target=int(targets[0]),

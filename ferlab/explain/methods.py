@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from captum.attr import (GuidedGradCam, IntegratedGradients, LayerActivation, LayerAttribution, LayerGradCam,
-                         Occlusion, Saliency)
+from captum.attr import (GuidedGradCam, IntegratedGradients, LayerActivation, LayerAttribution, Occlusion,
+                         Saliency)
 
 from ..preprocess import normalize
-from .core import ExplainError, Method, normalize_heatmap, register_method
+from .core import ExplainError, Method, gradcam_pass, normalize_heatmap, register_method
 
 
 def black_baseline(x: torch.Tensor, card: dict) -> torch.Tensor:
@@ -31,7 +31,12 @@ class GradCAM(LayerMethod):
     description = "Grad-CAM (Selvaraju et al. 2017): layer activations weighted by their mean gradient, ReLU."
 
     def attribute(self, module, x, target, layer, model):
-        return LayerGradCam(module, layer).attribute(x, target=target, relu_attributions=True)
+        return gradcam_pass(module, x, [layer], target)[2][0]
+
+    def run(self, module, x, target, layer, model):
+        # one forward and one backward pass give both the probabilities and the map
+        logits, targets, (raw,) = gradcam_pass(module, x, [layer], target)
+        return logits, targets, raw
 
 
 @register_method

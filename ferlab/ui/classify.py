@@ -2,84 +2,109 @@
 from __future__ import annotations
 
 import functools
+import time
 
 import cv2
 import gradio as gr
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..explain import explain, region_words
-from ..explain.core import overlay_heatmap
-from ..faces import crop, draw_box, find_faces, to_rgb_frame
+from ..annotate import draw_faces
+from ..explain import region_words
+from ..faces import to_rgb_frame
 from ..labels import EMOTIONS
-from .common import ModelRegistry, OutputImage, SafeImage, gpu, probs_dict, require_image, scratch_dir, user_errors
+from ..pipeline import classify_faces, find_faces
+from ..tracking import SMOOTHING_SECONDS, FaceTracker, label_flips
+from .common import (ModelRegistry, OutputImage, SafeImage, gpu, log, probs_dict, require_image, scratch_dir,
+                     user_errors)
 
 MAX_VIDEO_FRAMES = 300   # frames analysed per video; longer videos are sampled evenly
 MAX_VIDEO_SECONDS = 600
 
 
-def _analyse(model, frame: np.ndarray, show_cam: bool, alpha: float):
-    """Detect, classify and (optionally) explain every face; returns the annotated frame and results."""
-    boxes, found = find_faces(frame)
-    faces = [crop(frame, b) for b in boxes]
-    if show_cam:
-        explanations = explain(model, faces, "gradcam")
-        probs = np.stack([e.probabilities for e in explanations])
-    else:
-        explanations, probs = None, model.predict(faces)
-    annotated = frame.copy()
-    for i, box in enumerate(boxes):
-        if explanations is not None:
-            region = annotated[box.y:box.y + box.h, box.x:box.x + box.w]
-            region[:] = overlay_heatmap(region, explanations[i].heatmap, alpha)
-        k = int(probs[i].argmax())
-        draw_box(annotated, box, f"{EMOTIONS[k]} {probs[i][k]:.0%}" if found else f"(no face) {EMOTIONS[k]}")
-    return annotated, probs, explanations, found, len(boxes)
+LIVE_MIN_FACE = 48       # live frames: faces under this many pixels are not searched for (keeps 640x480 fast)
 
 
-def describe(probs: np.ndarray, explanation, found: bool, n_faces: int) -> str:
-    """One plain sentence for a non-technical audience."""
-    k = int(np.argmax(probs))
-    text = f"Looks **{EMOTIONS[k]}** ({probs[k]:.0%})."
-    if explanation is not None and explanation.heatmap.max() > 0:
-        text += f" The model looked mostly at {region_words(explanation.heatmap)}."
-    elif explanation is not None:
-        text += " Grad-CAM found no positive evidence for it at the model's last feature layer."
-    if not found:
-        text += " No face was found, so the centre of the picture was classified."
-    elif n_faces > 1:
-        text += f" {n_faces} faces found; the bars show the largest."
-    return text
+def _analyse(model, frame: np.ndarray, show_cam: bool, alpha: float, fallback: bool = False,
+             tracker: FaceTracker | None = None, t: float = 0.0, min_face: int | None = None):
+    """Every face through ``ferlab.pipeline`` -> (annotated frame, face results)."""
+    faces = classify_faces(model, find_faces(frame, fallback=fallback, min_face=min_face),
+                           "gradcam" if show_cam else None)
+    if tracker is not None:
+        tracker.update(faces, t)
+    labels = [face_label(f, i, len(faces)) for i, f in enumerate(faces)]
+    return draw_faces(frame, faces, labels, alpha, show_evidence=show_cam), faces
+
+
+def face_label(face, index: int, count: int) -> str:
+    text = f"{face.emotion} {face.confidence:.0%}" if face.detected else f"no face found: centre {face.emotion}"
+    return f"{index + 1}: {text}" if count > 1 else text
+
+
+NO_FACE = ("**No face was found.** The detector looks for frontal faces at least 24 pixels wide: try a closer, "
+           "well-lit, front-on photo, or tick *classify the centre when no face is found*.")
+
+
+def describe(faces: list, show_cam: bool) -> str:
+    """Plain sentences for a non-technical audience: one per face, largest first."""
+    if not faces:
+        return NO_FACE
+    lines = []
+    for i, face in enumerate(faces):
+        who = (f"Face {i + 1}" + (" (largest)" if i == 0 else "") + ": ") if len(faces) > 1 else ""
+        text = f"{who}the model reads **{face.emotion}** ({face.confidence:.0%})."
+        if not face.detected:
+            text = ("No face was found, so the centre of the picture was classified: the model reads "
+                    f"**{face.emotion}** ({face.confidence:.0%}). Treat this with care: it may not be a face at all.")
+        if show_cam and face.explanation is not None:
+            if face.heatmap.max() > 0:
+                text += f" It looked mostly at {region_words(face.heatmap)}"
+                text += f" (Grad-CAM at `{face.explanation.layer}`)." if face.note else "."
+            if face.note:
+                text += " " + face.note
+        lines.append(text)
+    if len(faces) > 1:
+        lines.append("The bars show face 1.")
+    return "\n\n".join(lines)
 
 
 @user_errors
-def classify_image(registry: ModelRegistry, image, model_name: str, show_cam: bool = True, alpha: float = 0.45):
-    """Upload or snapshot -> (annotated image, probabilities, sentence)."""
+def classify_image(registry: ModelRegistry, image, model_name: str, show_cam: bool = True, alpha: float = 0.45,
+                   fallback: bool = False):
+    """Upload or snapshot -> (annotated image, probabilities of the largest face, sentences)."""
     frame = require_image(image)
     model = registry.get(model_name)
-    annotated, probs, explanations, found, n = _analyse(model, frame, show_cam, alpha)
-    return annotated, probs_dict(probs[0]), describe(probs[0], explanations[0] if explanations else None, found, n)
+    annotated, faces = _analyse(model, frame, show_cam, alpha, fallback)
+    bars = probs_dict(faces[0].shown_probabilities) if faces else None
+    return annotated, bars, describe(faces, show_cam)
 
 
-def classify_stream(registry: ModelRegistry, frame, model_name: str, show_cam: bool = True, alpha: float = 0.45):
-    """One live webcam frame -> annotated frame.  Never raises: a bad frame is passed through."""
+def classify_stream(registry: ModelRegistry, frame, model_name: str, show_cam: bool = True, alpha: float = 0.45,
+                    tracker: FaceTracker | None = None):
+    """One live webcam frame -> (annotated frame, tracker).  Faces are followed across frames and their
+    probabilities smoothed (``ferlab.tracking``).  Never raises: a bad frame is passed through."""
+    tracker = tracker if isinstance(tracker, FaceTracker) else FaceTracker()
     if frame is None:
-        return None
+        return None, tracker
     try:
-        annotated, *_ = _analyse(registry.get(model_name), to_rgb_frame(frame), show_cam, alpha)
-        return annotated
+        annotated, _ = _analyse(registry.get(model_name), to_rgb_frame(frame), show_cam, alpha, tracker=tracker,
+                                t=time.monotonic(), min_face=LIVE_MIN_FACE)
+        return annotated, tracker
     except Exception:
-        return frame
+        log.exception("live frame failed")
+        return frame, tracker
 
 
 @user_errors
 def classify_video(registry: ModelRegistry, video_path, model_name: str, show_cam: bool = True, alpha: float = 0.45,
                    max_frames: int = MAX_VIDEO_FRAMES, progress=gr.Progress()):
-    """Video file -> (annotated WebM, emotion-over-time plot, note)."""
+    """Video file -> (annotated WebM, emotion-over-time plot, note).  Faces are tracked and each
+    face's label is smoothed over ``SMOOTHING_SECONDS``."""
     if not video_path:
         raise gr.Error("Upload a video first.")
     model = registry.get(model_name)
     cap = cv2.VideoCapture(str(video_path))
+    tracker = FaceTracker()
     try:
         if not cap.isOpened():
             raise gr.Error("This file could not be opened as a video.")
@@ -89,21 +114,22 @@ def classify_video(registry: ModelRegistry, video_path, model_name: str, show_ca
         limit = int(min(total if total > 0 else fps * MAX_VIDEO_SECONDS, fps * MAX_VIDEO_SECONDS))
         step = max(1, int(np.ceil(limit / max_frames))) if limit > 0 else 1
         out_path = scratch_dir("video") / "annotated.webm"
-        writer, times, series, index, found_any = None, [], [], 0, False
+        writer, analysed, index, tracks = None, 0, 0, {}
         while index < limit or limit <= 0:
             ok, bgr = cap.read()
             if not ok:
                 break
             if index % step == 0:
                 frame = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-                annotated, probs, _, found, _ = _analyse(model, frame, show_cam, alpha)
-                found_any |= found
+                t = index / fps
+                annotated, faces = _analyse(model, frame, show_cam, alpha, tracker=tracker, t=t)
+                for face in faces:
+                    tracks.setdefault(face.track_id, []).append((t, face.probabilities, face.smoothed))
                 if writer is None:
                     h, w = annotated.shape[:2]
                     writer = cv2.VideoWriter(str(out_path), cv2.VideoWriter_fourcc(*"VP80"), fps / step, (w, h))
                 writer.write(cv2.cvtColor(annotated, cv2.COLOR_RGB2BGR))
-                times.append(index / fps)
-                series.append(probs[0])
+                analysed += 1
                 progress(min(1.0, index / max(limit, 1)), desc="analysing frames")
             index += 1
     finally:
@@ -111,20 +137,33 @@ def classify_video(registry: ModelRegistry, video_path, model_name: str, show_ca
     if writer is None:
         raise gr.Error("The video has no decodable frames.")
     writer.release()
-    note = f"Analysed {len(times)} frames" + (f" (one frame in {step})" if step > 1 else "")
+    note = f"Analysed {analysed} frames" + (f" (one frame in {step})" if step > 1 else "")
     if total > limit > 0:
         note += f"; only the first {limit / fps:.0f} s of {total / fps:.0f} s were read (limit {MAX_VIDEO_SECONDS} s)"
-    if not found_any:
-        note += "; no face was found, the centre of each frame was classified"
-    return str(out_path), emotion_plot(np.array(times), np.stack(series)), note + "."
+    if not tracks:
+        note += "; no face was found in any frame"
+        return str(out_path), None, note + "."
+    main = max(tracks, key=lambda k: len(tracks[k]))  # the face seen in most frames
+    series = tracks[main]
+    times = np.array([s[0] for s in series])
+    raw, smooth = np.stack([s[1] for s in series]), np.stack([s[2] for s in series])
+    note += (f"; {len(tracks)} face track{'s' * (len(tracks) > 1)}, the plot follows the one seen in {len(series)} "
+             f"frames. Labels are the mean of each face's last {SMOOTHING_SECONDS:g} s: the top class changes "
+             f"{label_flips(smooth)} times smoothed, {label_flips(raw)} times frame by frame")
+    return str(out_path), emotion_plot(times, smooth, raw), note + "."
 
 
-def emotion_plot(times: np.ndarray, probs: np.ndarray):
+def emotion_plot(times: np.ndarray, smoothed: np.ndarray, raw: np.ndarray | None = None):
+    """Each emotion's smoothed probability over time, the frame-by-frame value faint behind it."""
     fig = Figure(figsize=(8, 3.2))  # not pyplot: nothing keeps the figure alive after use
     ax = fig.subplots()
+    colors = [f"C{k}" for k in range(len(EMOTIONS))]
     for k, name in enumerate(EMOTIONS):
-        ax.plot(times, probs[:, k], label=name, lw=1.5)
-    ax.set(xlabel="time (s)", ylabel="probability", ylim=(0, 1), title="emotion over time (largest face)")
+        if raw is not None:
+            ax.plot(times, raw[:, k], color=colors[k], lw=0.8, alpha=0.25)
+        ax.plot(times, smoothed[:, k], color=colors[k], label=name, lw=1.8)
+    ax.set(xlabel="time (s)", ylabel="probability", ylim=(0, 1),
+           title=f"emotion over time (mean of the last {SMOOTHING_SECONDS:g} s; faint: frame by frame)")
     ax.legend(ncol=7, fontsize=7, loc="upper center")
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -155,6 +194,7 @@ def build(registry: ModelRegistry, models: list[str]):
         with gr.Row():
             model = gr.Dropdown(models, value=default, label="model")
             show_cam = gr.Checkbox(value=True, label="Grad-CAM overlay")
+            fallback = gr.Checkbox(value=False, label="classify the centre when no face is found")
             alpha = gr.Slider(0, 1, value=0.45, step=0.05, label="overlay opacity")
         with gr.Tab("Photo / snapshot"):
             with gr.Row():
@@ -165,8 +205,9 @@ def build(registry: ModelRegistry, models: list[str]):
                 sentence = gr.Markdown(elem_id="classify-sentence")
             button = gr.Button("Classify", variant="primary", elem_id="classify-button")
             handler = gpu(functools.partial(classify_image, registry))
-            button.click(handler, [image, model, show_cam, alpha], [annotated, bars, sentence], api_name="classify")
-            image.upload(handler, [image, model, show_cam, alpha], [annotated, bars, sentence])
+            inputs = [image, model, show_cam, alpha, fallback]
+            button.click(handler, inputs, [annotated, bars, sentence], api_name="classify")
+            image.upload(handler, inputs, [annotated, bars, sentence])
             examples = example_images()
             if examples:
                 gr.Examples(examples, inputs=image, label="PrivateTest examples, one per emotion")
@@ -175,7 +216,9 @@ def build(registry: ModelRegistry, models: list[str]):
             with gr.Row():
                 cam_in = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="webcam")
                 cam_out = OutputImage(label="live")
-            cam_in.stream(functools.partial(classify_stream, registry), [cam_in, model, show_cam, alpha], cam_out,
+            tracker = gr.State(None)  # one FaceTracker per browser session
+            cam_in.stream(functools.partial(classify_stream, registry), [cam_in, model, show_cam, alpha, tracker],
+                          [cam_out, tracker],
                           stream_every=0.05, concurrency_limit=4, time_limit=600, api_visibility="private")
         with gr.Tab("Video"):
             with gr.Row():

@@ -23,8 +23,9 @@ from ..checkpoints import (CheckpointError, FERClassifier, checkpoints_dir, list
 from ..data import DataSourceError
 from ..explain import ExplainError
 from ..explain.core import COLORMAPS, color_heatmap
-from ..faces import Box, crop, find_faces, to_rgb_frame
+from ..faces import to_rgb_frame
 from ..labels import EMOTIONS
+from ..pipeline import find_faces
 from ..preprocess import InputError
 
 log = logging.getLogger("ferlab.ui")
@@ -220,11 +221,13 @@ def require_image(image):
     return to_rgb_frame(image)
 
 
-def largest_face(image) -> tuple[np.ndarray, np.ndarray, Box, bool]:
-    """``(frame, face crop, box, found)`` for the largest face, or the centre square."""
-    frame = require_image(image)
-    boxes, found = find_faces(frame)
-    return frame, crop(frame, boxes[0]), boxes[0], found
+def largest_face(image, size: int = 48, display: int = DISPLAY) -> tuple[np.ndarray, np.ndarray, bool]:
+    """``(crop, view, found)``: the largest face as the model sees it (grayscale ``size`` x ``size``,
+    through ``ferlab.pipeline``), the same frame in colour at ``display`` pixels for the screen, and
+    whether a face was found (else the centre square stands in)."""
+    faces = find_faces(require_image(image), max_faces=1, fallback=True)
+    location = faces.locations[0]
+    return faces.crop(location, size)[0], faces.view(location, display), faces.found
 
 
 def probs_dict(probs) -> dict[str, float]:

@@ -7,9 +7,11 @@ from itertools import combinations
 import gradio as gr
 import numpy as np
 
-from ..explain import explain, region_words
+from ..explain import region_words
 from ..labels import EMOTIONS
-from .common import ModelRegistry, OutputGallery, SafeImage, card_metric, enlarge, fmt_pct, gpu, largest_face, user_errors
+from ..pipeline import classify_faces, find_faces
+from .common import (ModelRegistry, OutputGallery, SafeImage, card_metric, fmt_pct, gpu, require_image,
+                     user_errors)
 
 
 @user_errors
@@ -18,12 +20,15 @@ def compare_models(registry: ModelRegistry, image, model_names: list[str], alpha
     names = list(dict.fromkeys(model_names or []))
     if not 2 <= len(names) <= 4:
         raise gr.Error("Choose two to four models to compare.")
-    _, face, _, found = largest_face(image)
-    big = enlarge(face, 200)
-    rows, items, maps, predictions = [], [], {}, []
+    faces = find_faces(require_image(image), max_faces=1, fallback=True)
+    big = faces.view(faces.locations[0], 200)
+    rows, items, maps, predictions, notes = [], [], {}, [], []
     for name in names:
         model = registry.get(name)
-        e = explain(model, face, "gradcam")
+        result = classify_faces(model, faces, "gradcam")[0]
+        e = result.explanation
+        if result.note:
+            notes.append(f"{name}: {result.note}")
         k = e.predicted
         predictions.append(k)
         maps[name] = e.heatmap
@@ -44,7 +49,9 @@ def compare_models(registry: ModelRegistry, image, model_names: list[str], alpha
     text = "\n".join(table) + "\n\n" + agreement
     if corr:
         text += "\n\nHeatmap agreement (Pearson correlation of the Grad-CAM maps): " + "; ".join(corr) + "."
-    if not found:
+    if notes:
+        text += "\n\n" + "\n\n".join(notes)
+    if not faces.found:
         text += "\n\nNo face was found; the centre square was used."
     text += ("\n\n*Accuracies come from each model's card: FER2013 PrivateTest against its FER2013 labels, and "
              "against the FER+ majority labels (the re-annotation), whichever labels the model was trained on.*")

@@ -7,7 +7,7 @@ import gradio as gr
 
 from ..explain import METHODS, explain, faithfulness, sanity_check
 from ..labels import EMOTIONS
-from .common import COLORMAP_NAMES, ModelRegistry, OutputImage, SafeImage, colorize, enlarge, gpu, largest_face, probs_dict, user_errors
+from .common import COLORMAP_NAMES, ModelRegistry, OutputImage, SafeImage, colorize, gpu, largest_face, probs_dict, user_errors
 
 PREDICTED = "predicted class"
 
@@ -41,8 +41,8 @@ def explain_image(registry: ModelRegistry, image, model_name: str, method: str, 
                   target: str | None, alpha: float = 0.5, colormap: str = "jet"):
     """-> (face, heatmap, overlay, probabilities, markdown with target, faithfulness and notes,
     deletion/insertion curves figure)."""
-    _, face, _, found = largest_face(image)
     model = registry.get(model_name)
+    face, view, found = largest_face(image, int(model.card.get("input_size", 48)))
     if layer and layer not in model.module.explainable_layers:
         layer = None  # a stale dropdown value from another model
     e = explain(model, face, method, layer=layer or None, target=_target(target))
@@ -59,7 +59,7 @@ def explain_image(registry: ModelRegistry, image, model_name: str, method: str, 
         text.append(f"*{METHOD_NOTES[method]}*")
     if not found:
         text.append("No face was found; the centre square was explained.")
-    return (enlarge(face), colorize(e.heatmap, colormap), e.overlay(enlarge(face), alpha, colormap),
+    return (view, colorize(e.heatmap, colormap), e.overlay(view, alpha, colormap),
             probs_dict(e.probabilities), "\n\n".join(text), f.figure(f"{method}, target {e.target_name}"))
 
 
@@ -68,8 +68,8 @@ def run_sanity_check(registry: ModelRegistry, image, model_name: str, method: st
                      target: str | None, progress=gr.Progress()):
     """-> (figure of heatmaps as weights are randomized, verdict)."""
     progress(0, desc="randomizing weights layer by layer")
-    _, face, _, _ = largest_face(image)
     model = registry.get(model_name)
+    face, _, _ = largest_face(image, int(model.card.get("input_size", 48)))
     if layer and layer not in model.module.explainable_layers:
         layer = None
     result = sanity_check(model, face, method, layer=layer or None, target=_target(target))
@@ -94,7 +94,7 @@ def build(registry: ModelRegistry, models: list[str]):
                 colormap = gr.Dropdown(COLORMAP_NAMES, value="jet", label="colormap")
         button = gr.Button("Explain", variant="primary", elem_id="explain-button")
         with gr.Row():
-            face = OutputImage(label="model input (face)")
+            face = OutputImage(label="face, framed and levelled as the model sees it")
             heat = OutputImage(label="heatmap")
             over = OutputImage(label="overlay", elem_id="explain-overlay")
         with gr.Row():

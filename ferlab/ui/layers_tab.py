@@ -8,7 +8,7 @@ import gradio as gr
 
 from ..explain import ExplainError, explain, explain_layers
 from ..labels import EMOTIONS
-from .common import ModelRegistry, OutputGallery, SafeImage, colorize, enlarge, gpu, largest_face, user_errors
+from .common import ModelRegistry, OutputGallery, SafeImage, colorize, gpu, largest_face, user_errors
 from .explain_tab import PREDICTED, _target, layer_choices
 
 
@@ -16,9 +16,8 @@ from .explain_tab import PREDICTED, _target, layer_choices
 def layer_grid(registry: ModelRegistry, image, model_name: str, target: str | None, act_layer: str | None,
                alpha: float = 0.5, top_k: int = 8):
     """-> (Grad-CAM gallery, CAM gallery, activation gallery, caption markdown)."""
-    _, face, _, _ = largest_face(image)
     model = registry.get(model_name)
-    big = enlarge(face, 160)
+    face, big, _ = largest_face(image, int(model.card.get("input_size", 48)), 160)
     grads = explain_layers(model, face, "gradcam", target=_target(target))
     grad_items = [(g.overlay(big, alpha), f"{i + 1}. {g.layer}" + ("" if g.heatmap.max() > 0 else " (empty)"))
                   for i, g in enumerate(grads)]
