@@ -31,3 +31,5 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/mislabel.py --out results/mislabel.md
 	$(PY) benchmarks/storage.py --out results/storage.md
 	$(PY) benchmarks/load.py --out results/load.md
+	$(PY) benchmarks/face_framing.py
+	$(PY) benchmarks/photo_pipeline.py --split test --out results/photo_pipeline.md

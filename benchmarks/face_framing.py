@@ -27,20 +27,23 @@ from benchmarks import ROOT, device_label, report  # noqa: E402
 from ferlab import load_model  # noqa: E402
 from ferlab.data import load_fer2013, to_arrays  # noqa: E402
 from ferlab.evaluation import predict_arrays  # noqa: E402
-from ferlab.faces import FaceDetector, Framing, frame_transform, warp_crop  # noqa: E402
+from ferlab.faces import FaceDetector, Framing, frame_transform, landmark_transform, warp_crop  # noqa: E402
 
 
-def box_positions(images: np.ndarray, detector: FaceDetector) -> tuple[np.ndarray, np.ndarray]:
-    """(found mask, (n_found, 3) array of box centre dx, dy and side, in units of the frame side)."""
-    found, rows = np.zeros(len(images), bool), []
+def box_positions(images: np.ndarray, detector: FaceDetector) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(found mask, (n_found, 3) box centre dx, dy and side, (n_with_landmarks, 5, 2) landmarks),
+    all in units of the frame side."""
+    found, rows, marks = np.zeros(len(images), bool), [], []
     for i, img in enumerate(images):
         boxes = detector.detect(img)
         if boxes:
             b, side = boxes[0], img.shape[0]
             cx, cy = b.center
             rows.append((cx / side - 0.5, cy / side - 0.5, max(b.w, b.h) / side))
+            if b.landmarks is not None:
+                marks.append((np.asarray(b.landmarks) + 0.5) / side)  # pixel indices -> frame units
             found[i] = True
-    return found, np.array(rows).reshape(-1, 3)
+    return found, np.array(rows).reshape(-1, 3), np.array(marks).reshape(-1, 5, 2)
 
 
 def main(argv=None):
@@ -70,7 +73,8 @@ def main(argv=None):
                          f"(all {len(valid)} as given: {100 * base_acc:.2f}%). PrivateTest is not used.", ""]
     for kind in args.detector or ["mtcnn", "haar"]:
         detector = FaceDetector(kind)
-        found, pos = box_positions(train[pick], detector)
+        found, pos, marks = box_positions(train[pick], detector)
+        template = np.median(marks, axis=0).round(3) if len(marks) else None
         dx, dy, side = np.median(pos, axis=0)
         q = np.percentile(pos, [25, 75], axis=0)
         measured = Framing(round(float(side), 3), round(float(dx), 3), round(float(dy), 3))
@@ -85,8 +89,17 @@ def main(argv=None):
                               for img, b in zip(valid, boxes) if b])
             acc = float((predict_arrays(model.module, crops, model.card).argmax(1) == labels[hit]).mean())
             rows.append((label, framing, acc))
+        if template is not None:  # the five landmarks mapped onto the measured template
+            crops = np.stack([warp_crop(img, landmark_transform(b[0].landmarks, 48, template), 48)
+                              if b[0].landmarks is not None else
+                              warp_crop(img, frame_transform(b[0], 48, 0.0, measured), 48)
+                              for img, b in zip(valid, boxes) if b])
+            acc = float((predict_arrays(model.module, crops, model.card).argmax(1) == labels[hit]).mean())
+            rows.append(("measured landmarks (similarity fit)", measured, acc))
         record[kind] = {"box_side": measured.box_side, "center_dx": measured.center_dx,
-                        "center_dy": measured.center_dy, "train_images": int(len(pick)), "found": int(found.sum()),
+                        "center_dy": measured.center_dy,
+                        "landmarks": None if template is None else template.tolist(),
+                        "train_images": int(len(pick)), "found": int(found.sum()),
                         "quartiles": {"center_dx": q[:, 0].round(3).tolist(), "center_dy": q[:, 1].round(3).tolist(),
                                       "box_side": q[:, 2].round(3).tolist()},
                         "valid": {"checkpoint": model.name, "found": int(hit.sum()), "n": int(len(valid)),
@@ -96,9 +109,15 @@ def main(argv=None):
                   f"| box side / frame side | {side:.3f} | {q[0, 2]:.3f} | {q[1, 2]:.3f} |",
                   f"| box centre x - frame centre | {dx:+.3f} | {q[0, 0]:+.3f} | {q[1, 0]:+.3f} |",
                   f"| box centre y - frame centre | {dy:+.3f} | {q[0, 1]:+.3f} | {q[1, 1]:+.3f} |", "",
-                  f"PublicTest: {hit.sum()} of {len(valid)} faces found; as given {100 * same:.2f}%.", "",
+                  ]
+        if template is not None:
+            names = ("left eye", "right eye", "nose", "left mouth corner", "right mouth corner")
+            lines += ["Landmarks in the frame (median, frame units): " + "; ".join(
+                f"{n} ({x:.3f}, {y:.3f})" for n, (x, y) in zip(names, template)) + ".", ""]
+        lines += [f"PublicTest: {hit.sum()} of {len(valid)} faces found; as given {100 * same:.2f}%.", "",
                   "| framing | crop side / box side | accuracy | vs as given |", "|---|---|---|---|"]
         lines += [f"| {label} | {1 / f.box_side:.3f} | {100 * acc:.2f}% | {100 * (acc - same):+.2f} pt |"
+                  if "landmarks" not in label else f"| {label} | - | {100 * acc:.2f}% | {100 * (acc - same):+.2f} pt |"
                   for label, f, acc in rows]
         lines.append("")
     lines[0] += f" ({time.perf_counter() - t0:.0f} s)"

@@ -10,17 +10,18 @@ gets one answer whichever door it comes in by.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
-from .explain.core import ExplainError, Explanation, explain_crops
+from .explain.core import Explanation, explain_crops
 from .evaluation import predict_arrays
-from .faces import (Box, FaceDetector, Framing, center_box, default_detector, eye_angle,
+from .faces import (Box, FaceDetector, Framing, center_box, default_detector, eye_angle, landmark_transform,
                     frame_transform, to_rgb_frame, warp_crop)
 from .labels import EMOTIONS
-from .preprocess import as_batch, to_gray_batch, to_gray_uint8
+from .preprocess import InputError, as_batch, to_gray_batch, to_gray_uint8
 
 DEFAULT_MODEL = "ferlab_best"
 MAX_FACES = 8           # faces analysed per photo, largest first
@@ -36,6 +37,7 @@ class FaceLocation:
     eyes: tuple | None = None               # ((x, y) left, (x, y) right) in image pixels, when found
     detected: bool = True                   # False: the whole picture's centre square stands in
     framing: Framing | None = None          # where FER2013 puts this detector's box (None: the box is the frame)
+    landmarks: tuple | None = None          # five (x, y) points when the detector gives them: the crop follows them
 
 
 @dataclass
@@ -53,6 +55,8 @@ class Faces:
     def transform(self, location: FaceLocation, size: int) -> np.ndarray:
         """The 2x3 map from the pixels of a ``size`` x ``size`` crop of ``location`` to the picture's.
         Detected faces are framed as FER2013 frames them; the centre-square stand-in is the square."""
+        if location.landmarks is not None:
+            return landmark_transform(location.landmarks, size)
         return frame_transform(location.box, size, location.angle, location.framing)
 
     def crop(self, location: FaceLocation, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -109,8 +113,9 @@ def find_faces(image, *, detector: FaceDetector | None = None, min_face: int | N
 
     ``detect=False``: the picture is already a face crop; its centre square is the face.
     ``fallback=True``: when no face is found, the centre square stands in (``detected`` False).
-    ``align``: level the eyes when the eye cascade finds both.  ``min_face``: smallest face side
-    searched for, in the picture's pixels (default: the detector's, 24).
+    ``align``: when both eyes are found (MTCNN's landmarks, or the eye cascade after Haar), turn
+    the crop so they are level; with MTCNN the crop follows all five landmarks.  ``min_face``:
+    smallest face side searched for, in the picture's pixels (default: the detector's, 24).
     """
     frame = to_rgb_frame(image)
     gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
@@ -121,7 +126,9 @@ def find_faces(image, *, detector: FaceDetector | None = None, min_face: int | N
     locations = []
     for box in det.detect(frame, min_face=min_face)[:max_faces]:
         eyes = det.eyes(gray, box) if align else None
-        locations.append(FaceLocation(box, eye_angle(eyes) if eyes else 0.0, eyes, framing=det.framing))
+        landmarks = box.landmarks if align and eyes is not None else None  # implausible eyes: the box alone
+        locations.append(FaceLocation(box, eye_angle(eyes) if eyes else 0.0, eyes, framing=det.framing,
+                                      landmarks=landmarks))
     if not locations and fallback:
         locations = [FaceLocation(center_box(w, h), detected=False)]
     return Faces(frame, gray, locations)
@@ -184,18 +191,20 @@ def _fill_empty_gradcam(model, crops: np.ndarray, explanations: list[Explanation
 
 
 _models: dict[str, object] = {}
+_models_lock = threading.Lock()
 
 
 def resolve_model(model):
     """A ``FERClassifier``; a name or path is loaded once and kept; None: ``DEFAULT_MODEL``."""
-    if model is None or isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
+    if model is None or isinstance(model, str) or hasattr(model, "__fspath__"):
         from .checkpoints import load_model
         key = str(model or DEFAULT_MODEL)
-        if key not in _models:
-            _models[key] = load_model(key)
-        return _models[key]
+        with _models_lock:
+            if key not in _models:
+                _models[key] = load_model(key)
+            return _models[key]
     if not hasattr(model, "module") or not hasattr(model, "card"):
-        raise ExplainError(f"expected a model name or a FERClassifier from load_model, got {type(model).__name__}")
+        raise InputError(f"expected a checkpoint name or a FERClassifier from load_model, got {type(model).__name__}")
     return model
 
 

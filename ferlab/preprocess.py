@@ -211,10 +211,21 @@ def augmentation(name: str, size: int = 48) -> v2.Transform:
             v2.RandomApply([v2.GaussianBlur(3, sigma=(0.1, 1.0))], p=0.2),
             v2.RandomErasing(p=0.5, scale=(0.02, 0.15), value=0),
         ]),
+        # faces as the photo pipeline cuts them: detector framing jitter (the frame's side +-10%, its
+        # centre a few pixels off; results/face_framing.md), residual tilt, the blur of small faces
+        # resampled to 48 px, exposure; edge pixels repeated where the frame leaves the picture
+        "photo": lambda: v2.Compose([
+            v2.Pad(size // 8, padding_mode="edge"),
+            v2.RandomRotation(8),
+            v2.RandomResizedCrop(size, scale=(0.55, 0.8), ratio=(0.95, 1.05), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.RandomApply([v2.ColorJitter(brightness=0.2, contrast=0.2)], p=0.5),
+            v2.RandomApply([v2.GaussianBlur(3, sigma=(0.1, 1.0))], p=0.3),
+        ]),
     }
     if name not in presets:
         raise ValueError(f"unknown augmentation {name!r}; expected one of {', '.join(presets)}")
     return presets[name]()
 
 
-AUGMENTATIONS = ("none", "basic", "aggressive", "erase")
+AUGMENTATIONS = ("none", "basic", "aggressive", "erase", "photo")

@@ -14,7 +14,7 @@ from ferlab import analyze
 from ferlab.annotate import draw_faces
 from ferlab.explain import explain
 from ferlab.explain.core import overlay_heatmap
-from ferlab.faces import FRAMINGS, Box, FaceDetector, detection_scale, frame_transform, warp_crop
+from ferlab.faces import FER_LANDMARKS, FRAMINGS, Box, FaceDetector, detection_scale, frame_transform, warp_crop
 from ferlab.models import FERNet
 from ferlab.pipeline import FaceResult, find_faces
 from ferlab.preprocess import InputError, to_gray_batch
@@ -145,6 +145,7 @@ def test_framing_constants_are_the_measured_ones():
         f = FRAMINGS[kind]
         assert (record[kind]["box_side"], record[kind]["center_dx"], record[kind]["center_dy"]) == \
             (f.box_side, f.center_dx, f.center_dy), kind
+    assert np.allclose(record["mtcnn"]["landmarks"], FER_LANDMARKS)
 
 
 class NoEvidenceAtTheEnd(FERNet):

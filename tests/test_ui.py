@@ -108,7 +108,8 @@ def test_stream_frames_pass_through_on_error(registry):
     assert out.shape == frame.shape
     assert classify_stream(registry, None, "tiny_cnn", tracker=tracker) == (None, tracker)
     assert classify_stream(registry, frame, "missing_model", tracker=tracker)[0] is frame
-    # a face followed over frames keeps its track, and its label is the smoothed one
+    # a face followed over frames keeps its one track (a new session: a new tracker)
+    tracker = None
     for _ in range(3):
         out, tracker = classify_stream(registry, ASTRONAUT, "tiny_cnn", True, 0.4, tracker)
     assert list(tracker.tracks) == [0] and len(tracker.tracks[0].history) >= 1

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import time
+from pathlib import Path
 
 import cv2
 import gradio as gr
@@ -170,21 +171,14 @@ def emotion_plot(times: np.ndarray, smoothed: np.ndarray, raw: np.ndarray | None
     return fig
 
 
-def example_images(count_per_class: int = 1) -> list[str]:
-    """A few PrivateTest images per emotion when the dataset is reachable (written to a temp folder)."""
-    try:
-        from ..data import load_fer2013, to_arrays
-        images, labels = to_arrays(load_fer2013("test"))
-    except Exception:
-        return []
-    folder = scratch_dir("examples", max_age_s=7 * 24 * 3600)
-    paths = []
-    for k, name in enumerate(EMOTIONS):
-        for j, i in enumerate(np.flatnonzero(labels == k)[:count_per_class]):
-            path = folder / f"{name}_{j}.png"
-            cv2.imwrite(str(path), cv2.resize(images[i], (144, 144), interpolation=cv2.INTER_CUBIC))
-            paths.append(str(path))
-    return paths
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+EXAMPLES = ("astronaut.jpg", "chelsea.jpg")  # one face; no face (licences: assets/LICENSES.md)
+
+
+def example_images() -> list[str]:
+    """The licence-clear photos shipped in ``ferlab/assets``: nothing is read from FER2013 or the
+    network while the UI is built."""
+    return [str(ASSETS / name) for name in EXAMPLES if (ASSETS / name).is_file()]
 
 
 def build(registry: ModelRegistry, models: list[str]):
@@ -210,7 +204,8 @@ def build(registry: ModelRegistry, models: list[str]):
             image.upload(handler, inputs, [annotated, bars, sentence])
             examples = example_images()
             if examples:
-                gr.Examples(examples, inputs=image, label="PrivateTest examples, one per emotion")
+                gr.Examples(examples, inputs=image, label="examples: NASA's public-domain astronaut portrait, "
+                                                          "and a cat (no face: what does the lab say?)")
         with gr.Tab("Live webcam"):
             gr.Markdown("Streams webcam frames through detection, classification and Grad-CAM on this machine.")
             with gr.Row():
