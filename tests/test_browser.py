@@ -47,7 +47,7 @@ def test_upload_classify_and_every_tab(app_url, tmp_path):
                 page.wait_for_selector(f"#{shows_image} img", timeout=30_000)
             page.screenshot(path=str(shots / f"{prefix}.png"), full_page=True)
 
-        run_tab(None, "classify", "#classify-sentence :text('the model reads')", shows_image="classify-output")
+        run_tab(None, "classify", "#classify-sentence :text('model reads')", shows_image="classify-output")
         assert page.locator("#classify-label").inner_text().strip()
         run_tab("Explain", "explain", "#explain-notes :text('Deletion AUC')", shows_image="explain-overlay")
         run_tab("Layers", "layers", "#layers-caption :text('Grad-CAM rows')", shows_image="layers-gallery")

@@ -73,7 +73,7 @@ def test_classify_image_outputs(registry):
     assert not np.array_equal(annotated, img)  # frame, label and heatmap were drawn
     assert set(probs) == {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}
     assert sum(probs.values()) == pytest.approx(1.0, abs=1e-4)
-    assert sentence.startswith("the model reads **")
+    assert sentence.startswith("The model reads **")
     assert "It looked mostly at" in sentence or "no positive evidence" in sentence
     blank = np.zeros((120, 200, 3), np.uint8)
     annotated, probs, sentence = classify_image(registry, blank, "tiny_cnn", False, 0.5)

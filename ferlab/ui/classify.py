@@ -52,8 +52,8 @@ def describe(faces: list, show_cam: bool) -> str:
         return NO_FACE
     lines = []
     for i, face in enumerate(faces):
-        who = (f"Face {i + 1}" + (" (largest)" if i == 0 else "") + ": ") if len(faces) > 1 else ""
-        text = f"{who}the model reads **{face.emotion}** ({face.confidence:.0%})."
+        who = (f"Face {i + 1}" + (" (largest)" if i == 0 else "") + ": the") if len(faces) > 1 else "The"
+        text = f"{who} model reads **{face.emotion}** ({face.confidence:.0%})."
         if not face.detected:
             text = ("No face was found, so the centre of the picture was classified: the model reads "
                     f"**{face.emotion}** ({face.confidence:.0%}). Treat this with care: it may not be a face at all.")
