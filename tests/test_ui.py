@@ -9,8 +9,8 @@ import pytest
 from ferlab.explain import METHODS
 from ferlab.ui import ModelRegistry, build_app
 from ferlab.ui.classify import classify_image, classify_stream, classify_video
-from ferlab.ui.compare_tab import compare_models
-from ferlab.ui.explain_tab import explain_image, layer_choices, run_sanity_check
+from ferlab.ui.compare_tab import compare_models, most_different
+from ferlab.ui.explain_tab import explain_image, layer_choices, method_choices, run_sanity_check
 from ferlab.ui.layers_tab import layer_grid
 from ferlab.ui.models_tab import model_details, overview
 from tests.synthetic import write_tiny_checkpoints
@@ -247,3 +247,19 @@ def test_returned_figures_are_not_kept_alive(registry):
     del curves, fig
     gc.collect()
     assert all(r() is None for r in refs)
+
+
+def test_only_methods_that_apply_are_offered(registry):
+    update, note = method_choices(registry, "tiny_cnn", "cam")
+    assert "cam" not in update["choices"] and update["value"] == "gradcam" and "CAM is not offered" in note
+    update, note = method_choices(registry, "tiny_mobilenet", "cam")
+    assert "cam" in update["choices"] and update["value"] == "cam" and note == ""
+
+
+def test_compare_opens_on_different_architectures(tmp_path):
+    folder = write_tiny_checkpoints(tmp_path)
+    import shutil
+    shutil.copytree(folder / "tiny_cnn", folder / "tiny_cnn_copy")  # a second copy of one network
+    registry = ModelRegistry(folder)
+    chosen = most_different(registry, registry.names())
+    assert len(chosen) == 2 and {registry.card(n)["architecture"] for n in chosen} == {"cnn", "mobilenet_v2"}

@@ -7,6 +7,7 @@ from itertools import combinations
 import gradio as gr
 import numpy as np
 
+from ..checkpoints import trained_labels
 from ..explain import region_words
 from ..labels import EMOTIONS
 from ..pipeline import classify_faces, find_faces
@@ -58,12 +59,28 @@ def compare_models(registry: ModelRegistry, image, model_names: list[str], alpha
     return items, text
 
 
+def most_different(registry: ModelRegistry, models: list[str], count: int = 3) -> list[str]:
+    """The default model, then one model of each other architecture trained on the same labels: the
+    comparison the tab opens on (not three copies of one network)."""
+    default = registry.default()
+    chosen = [default] if default in models else []
+    seen = {registry.card(default)["architecture"]} if chosen else set()
+    labels = trained_labels(registry.card(default)) if chosen else None
+    for name in models:
+        card = registry.card(name)
+        arch = card["architecture"]
+        if arch not in seen and len(chosen) < count and trained_labels(card) == (labels or trained_labels(card)):
+            chosen.append(name)
+            seen.add(arch)
+    return chosen + [m for m in models if m not in chosen][:max(0, min(2, len(models)) - len(chosen))]
+
+
 def build(registry: ModelRegistry, models: list[str]):
     with gr.Tab("Compare"):
         with gr.Row():
             image = SafeImage(label="image", elem_id="compare-input")
             with gr.Column():
-                chosen = gr.CheckboxGroup(models, value=models[:min(3, len(models))], label="models (2-4)")
+                chosen = gr.CheckboxGroup(models, value=most_different(registry, models), label="models (2-4)")
                 alpha = gr.Slider(0, 1, value=0.5, step=0.05, label="overlay opacity")
                 button = gr.Button("Compare", variant="primary", elem_id="compare-button")
         gallery = OutputGallery(label="Grad-CAM at each model's default layer", columns=4, height=300)

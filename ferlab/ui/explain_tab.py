@@ -32,6 +32,21 @@ def layer_choices(registry: ModelRegistry, model_name: str):
     return gr.update(choices=list(card["explainable_layers"]), value=card["default_layer"])
 
 
+def applicable_methods(card: dict | None) -> tuple[list[str], str]:
+    """The methods that can explain a model with this card, and a line on those left out."""
+    if card is None or card.get("supports_cam"):
+        return list(METHODS), ""
+    return ([m for m in METHODS if m != "cam"],
+            f"CAM is not offered for `{card['architecture']}`: it needs global average pooling followed by one "
+            "linear layer, and this model's head is deeper (Grad-CAM is its generalisation).")
+
+
+def method_choices(registry: ModelRegistry, model_name: str, method: str | None):
+    """Method dropdown update and its note for the chosen model (only methods that can run on it)."""
+    methods, note = applicable_methods(registry.card(model_name) if model_name else None)
+    return gr.update(choices=methods, value=method if method in methods else "gradcam"), note
+
+
 def _target(target: str | None):
     return None if target in (None, "", PREDICTED) else target
 
@@ -85,8 +100,10 @@ def build(registry: ModelRegistry, models: list[str]):
             image = SafeImage(label="image", elem_id="explain-input")
             with gr.Column():
                 model = gr.Dropdown(models, value=default, label="model")
-                method = gr.Dropdown(list(METHODS), value="gradcam", label="method")
                 first = registry.card(default) if default else None  # the card: no weights loaded at start-up
+                methods, why = applicable_methods(first)
+                method = gr.Dropdown(methods, value="gradcam", label="method")
+                method_note = gr.Markdown(why)
                 layer = gr.Dropdown(first["explainable_layers"] if first else [],
                                     value=first["default_layer"] if first else None, label="layer")
                 target = gr.Dropdown([PREDICTED] + list(EMOTIONS), value=PREDICTED, label="target class")
@@ -105,6 +122,7 @@ def build(registry: ModelRegistry, models: list[str]):
         sanity_plot = gr.Plot(label="model-randomization sanity check")
         sanity_text = gr.Markdown()
         model.change(functools.partial(layer_choices, registry), model, layer)
+        model.change(functools.partial(method_choices, registry), [model, method], [method, method_note])
         inputs = [image, model, method, layer, target, alpha, colormap]
         button.click(gpu(functools.partial(explain_image, registry)), inputs, [face, heat, over, bars, notes, curves],
                      api_name="explain")
