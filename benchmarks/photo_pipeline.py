@@ -1,6 +1,6 @@
 """What does the photo pipeline cost?  Face recall, false boxes and accuracy on built scenes.
 
-    python benchmarks/photo_pipeline.py [--split test] [--scenes 300] [--checkpoint ferlab_best]
+    python benchmarks/photo_pipeline.py [--split test] [--scenes 300] [--checkpoint ferlab_photo]
 
 ferlab has no labelled real photos, so it builds them: FER2013 faces of one split, upscaled to
 realistic sizes (a face box of 24-240 px, log-uniform), turned by up to 10 degrees, contrast x0.8-1.2
@@ -33,7 +33,7 @@ from ferlab.annotate import draw_faces  # noqa: E402
 from ferlab.data import load_fer2013, to_arrays  # noqa: E402
 from ferlab.evaluation import predict_arrays  # noqa: E402
 from ferlab.faces import Box, default_detector, frame_transform, warp_crop  # noqa: E402
-from ferlab.pipeline import classify_faces, find_faces  # noqa: E402
+from ferlab.pipeline import DEFAULT_MODEL, classify_faces, find_faces  # noqa: E402
 from ferlab.tracking import SMOOTHING_SECONDS, FaceTracker, label_flips  # noqa: E402
 from ferlab.ui.classify import LIVE_MIN_FACE  # noqa: E402
 
@@ -133,7 +133,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--split", default="valid", choices=["valid", "test"])
     parser.add_argument("--scenes", type=int, default=300)
-    parser.add_argument("--checkpoint", default="ferlab_best")
+    parser.add_argument("--checkpoint", default=DEFAULT_MODEL)
     parser.add_argument("--source")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--live-frames", type=int, default=60)

@@ -23,7 +23,7 @@ from .faces import (Box, FaceDetector, Framing, center_box, default_detector, ey
 from .labels import EMOTIONS
 from .preprocess import InputError, as_batch, to_gray_batch, to_gray_uint8
 
-DEFAULT_MODEL = "ferlab_best"
+DEFAULT_MODEL = "ferlab_photo"  # ferlab_best fine-tuned on photo-pipeline crops; best on PublicTest
 MAX_FACES = 8           # faces analysed per photo, largest first
 FALLBACK_LAYERS = 2     # earlier layers tried when Grad-CAM finds no evidence at the default one
 
@@ -213,7 +213,7 @@ def analyze(image, model=None, explain: str | None = None, *, layer: str | None 
             align: bool = True, detect: bool = True, fallback: bool = False, **options) -> list[FaceResult]:
     """Every face in ``image`` (path, bytes, PIL image, numpy array), largest first, classified.
 
-    ``model``: a ``FERClassifier``, a checkpoint name, or None for ``ferlab_best``.  ``explain``: an
+    ``model``: a ``FERClassifier``, a checkpoint name, or None for ``DEFAULT_MODEL`` (``ferlab_photo``).  ``explain``: an
     explanation method (``"gradcam"``...) to attach a heatmap to each face.  No face found: an empty
     list, unless ``fallback=True`` (the centre square is classified, ``detected`` False).
     ``detect=False``: the image is a face crop already.  See ``find_faces`` for the rest.

@@ -25,7 +25,7 @@ from ..explain import ExplainError
 from ..explain.core import COLORMAPS, color_heatmap
 from ..faces import to_rgb_frame
 from ..labels import EMOTIONS
-from ..pipeline import find_faces
+from ..pipeline import DEFAULT_MODEL, find_faces
 from ..preprocess import InputError
 
 log = logging.getLogger("ferlab.ui")
@@ -67,7 +67,7 @@ class ModelRegistry:
 
     def default(self) -> str | None:
         names = self.names()
-        for preferred in ("ferlab_best", "cnn", "resnet_se"):
+        for preferred in (DEFAULT_MODEL, "ferlab_best", "cnn", "resnet_se"):
             if preferred in names:
                 return preferred
         return names[0] if names else None
