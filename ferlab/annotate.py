@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from .explain.core import color_heatmap
+from .faces import crop_corners, picture_region
 
 FRAME_COLOR = (0, 200, 120)
 FALLBACK_COLOR = (230, 160, 0)
@@ -21,16 +22,12 @@ def blend_evidence(frame: np.ndarray, heatmap: np.ndarray, to_image: np.ndarray,
     each pixel's opacity is ``alpha`` times the map's value there."""
     h, w = frame.shape[:2]
     size = heatmap.shape[0]
-    corners = to_image @ np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float64).T
-    x0, y0 = max(0, int(np.floor(corners[0].min()))), max(0, int(np.floor(corners[1].min())))
-    x1, y1 = min(w, int(np.ceil(corners[0].max())) + 1), min(h, int(np.ceil(corners[1].max())) + 1)
-    if x1 <= x0 or y1 <= y0:
-        return
+    x0, y0, x1, y1 = picture_region(to_image, size, w, h)
     m = np.vstack([to_image, [0, 0, 1]])
     m = (np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], np.float64) @ m)[:2]
     heat = cv2.warpAffine(np.clip(heatmap, 0, 1).astype(np.float32), m, (x1 - x0, y1 - y0),
                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    if heat.max() <= 0:
+    if heat.max() <= 0:  # no evidence, or the crop lies off the picture
         return
     colored = color_heatmap(heat, x1 - x0, y1 - y0, colormap).astype(np.float32)
     weight = float(np.clip(alpha, 0, 1)) * heat[..., None]
@@ -40,8 +37,7 @@ def blend_evidence(frame: np.ndarray, heatmap: np.ndarray, to_image: np.ndarray,
 
 def frame_polygon(to_image: np.ndarray, size: int) -> np.ndarray:
     """The crop's four corners in picture pixels (int32, for ``cv2.polylines``)."""
-    corners = np.array([[0, 0, 1], [size, 0, 1], [size, size, 1], [0, size, 1]], np.float64).T
-    return np.round((to_image @ corners).T).astype(np.int32)
+    return np.round(crop_corners(to_image, size)).astype(np.int32)
 
 
 def _overlaps(a, b) -> bool:

@@ -266,14 +266,29 @@ def landmark_transform(landmarks, size: int, template=FER_LANDMARKS) -> np.ndarr
     return m
 
 
+def crop_corners(to_image: np.ndarray, size: int) -> np.ndarray:
+    """The four corners of a ``size`` x ``size`` crop in picture pixels, in drawing order: (4, 2) float."""
+    corners = np.array([[0, 0, 1], [size, 0, 1], [size, size, 1], [0, size, 1]], np.float64).T
+    return (to_image @ corners).T
+
+
+def picture_region(to_image: np.ndarray, size: int, width: int, height: int, margin: int = 0) -> tuple[int, ...]:
+    """``(x0, y0, x1, y1)``: the part of a ``width`` x ``height`` picture that the crop covers (plus
+    ``margin`` pixels), clipped to the picture and never empty."""
+    c = crop_corners(to_image, size)
+    x0 = max(0, min(int(np.floor(c[:, 0].min())) - margin, width - 1))
+    y0 = max(0, min(int(np.floor(c[:, 1].min())) - margin, height - 1))
+    x1 = max(x0 + 1, min(int(np.ceil(c[:, 0].max())) + 1 + margin, width))
+    y1 = max(y0 + 1, min(int(np.ceil(c[:, 1].max())) + 1 + margin, height))
+    return x0, y0, x1, y1
+
+
 def warp_crop(gray: np.ndarray, to_image: np.ndarray, size: int) -> np.ndarray:
     """The ``size`` x ``size`` crop whose pixels ``to_image`` maps into ``gray``; area-averaged when
     the frame is larger than the crop, edge pixels repeated where it leaves the image."""
     h, w = gray.shape[:2]
     scale = math.hypot(to_image[0, 0], to_image[1, 0])  # image pixels per crop pixel
-    corners = to_image @ np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float64).T
-    x0, y0 = (max(0, min(int(np.floor(corners[i].min())) - 2, n - 1)) for i, n in ((0, w), (1, h)))
-    x1, y1 = (max(lo + 1, min(int(np.ceil(corners[i].max())) + 2, n)) for i, lo, n in ((0, x0, w), (1, y0, h)))
+    x0, y0, x1, y1 = picture_region(to_image, size, w, h, margin=2)
     roi = gray[y0:y1, x0:x1]
     shift = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], np.float64)
     m = shift @ np.vstack([to_image, [0, 0, 1]])
