@@ -208,7 +208,7 @@ class FaceDetector:
         distance = math.hypot(rx - lx, ry - ly)
         if not 0.25 * box.w <= distance <= 0.75 * box.w:
             return None
-        if abs(math.degrees(math.atan2(ry - ly, rx - lx))) > MAX_EYE_ANGLE:
+        if abs(eye_angle(((lx, ly), (rx, ry)))) > MAX_EYE_ANGLE:
             return None
         return (lx, ly), (rx, ry)
 

@@ -25,7 +25,7 @@ from ..explain import ExplainError
 from ..explain.core import COLORMAPS, color_heatmap
 from ..faces import to_rgb_frame
 from ..labels import EMOTIONS
-from ..pipeline import DEFAULT_MODEL, find_faces
+from ..pipeline import DEFAULT_MODEL, Faces, find_faces
 from ..preprocess import InputError
 
 log = logging.getLogger("ferlab.ui")
@@ -221,11 +221,16 @@ def require_image(image):
     return to_rgb_frame(image)
 
 
+def largest_face_location(image) -> Faces:
+    """The picture with its largest face located (the centre square when none is found)."""
+    return find_faces(require_image(image), max_faces=1, fallback=True)
+
+
 def largest_face(image, size: int = 48, display: int = DISPLAY) -> tuple[np.ndarray, np.ndarray, bool]:
     """``(crop, view, found)``: the largest face as the model sees it (grayscale ``size`` x ``size``,
     through ``ferlab.pipeline``), the same frame in colour at ``display`` pixels for the screen, and
     whether a face was found (else the centre square stands in)."""
-    faces = find_faces(require_image(image), max_faces=1, fallback=True)
+    faces = largest_face_location(image)
     location = faces.locations[0]
     return faces.crop(location, size)[0], faces.view(location, display), faces.found
 

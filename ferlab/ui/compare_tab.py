@@ -10,9 +10,9 @@ import numpy as np
 from ..checkpoints import trained_labels
 from ..explain import region_words
 from ..labels import EMOTIONS
-from ..pipeline import classify_faces, find_faces
-from .common import (ModelRegistry, OutputGallery, SafeImage, card_metric, fmt_pct, gpu, require_image,
-                     user_errors)
+from ..pipeline import classify_faces
+from .common import (ModelRegistry, OutputGallery, SafeImage, card_metric, fmt_pct, gpu,
+                     largest_face_location, user_errors)
 
 
 @user_errors
@@ -21,7 +21,7 @@ def compare_models(registry: ModelRegistry, image, model_names: list[str], alpha
     names = list(dict.fromkeys(model_names or []))
     if not 2 <= len(names) <= 4:
         raise gr.Error("Choose two to four models to compare.")
-    faces = find_faces(require_image(image), max_faces=1, fallback=True)
+    faces = largest_face_location(image)
     big = faces.view(faces.locations[0], 200)
     rows, items, maps, predictions, notes = [], [], {}, [], []
     for name in names:
