@@ -1,29 +1,42 @@
-# Every target sets itself up: a virtual environment with requirements.txt installed.
+# Every target sets itself up: a virtual environment with ferlab installed (editable) at the
+# versions CI tests (requirements.txt), plus the test and benchmark extras.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-CONFIG ?= cnn_keras
+CONFIG ?= resnet_se
+SPACE ?= build/space
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-.PHONY: setup test app train bench
+.PHONY: setup test check app train bench space
 setup: $(VENV)/.installed
 
+# The fast tier: unit and integration tests on generated data (goal: under 5 minutes on 2 cores).
 test: $(VENV)/.installed
 	$(PY) -m pytest
 
+# The slow tier: real-data reproductions, benchmark-sized runs and the browser test.
+check: $(VENV)/.installed
+	$(PY) -m pytest -m "realdata or browser or slow"
+
 app: $(VENV)/.installed
-	$(PY) app.py
+	$(VENV)/bin/ferlab-app
 
+# CONFIG names a recipe in train/configs/: a .yaml file or a folder of stages (ferlab_best).
 train: $(VENV)/.installed
-	$(PY) train/train.py --config train/configs/$(CONFIG).yaml --resume
+	$(VENV)/bin/ferlab-train --config $(if $(wildcard train/configs/$(CONFIG)/.),train/configs/$(CONFIG),train/configs/$(CONFIG).yaml) --resume
 
-# Every measured figure in the README, regenerated on this machine (needs checkpoints and the data).
+# A ready Hugging Face Space folder (README with the Spaces YAML, app, runtime requirements, checkpoints).
+space: $(VENV)/.installed
+	$(VENV)/bin/ferlab-space export $(SPACE)
+
+# Every results/*.md, regenerated on this machine (needs the checkpoints and the data).
 bench: $(VENV)/.installed
-	$(PY) train/benchmark.py
+	$(PY) benchmarks/models.py
 	$(PY) benchmarks/explain_speed.py --out results/explain_speed.md
 	$(PY) benchmarks/region_findings.py
 	$(PY) benchmarks/app_speed.py --out results/app_speed.md

@@ -1,6 +1,6 @@
 """How fast the lab answers on this machine (CPU unless CUDA is present).
 
-    python benchmarks/app_speed.py [--model cnn] [--repeats 30] [--out results/app_speed.md]
+    python -m benchmarks.app_speed [--model cnn] [--repeats 30] [--out results/app_speed.md]
 
 Measures, in one run: cold start (a fresh Python process importing the app, building the Blocks
 and answering one classify call), classify + Grad-CAM per uploaded photo (p50 / p95, the Classify
@@ -19,12 +19,11 @@ import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from benchmarks import device_label, report  # noqa: E402
+from benchmarks import device_label, report
 
-from ferlab.ui import ModelRegistry  # noqa: E402
-from ferlab.ui.classify import classify_image, classify_stream  # noqa: E402
-from ferlab.ui.layers_tab import layer_grid  # noqa: E402
+from ferlab.ui import ModelRegistry
+from ferlab.ui.classify import classify_image, classify_stream
+from ferlab.ui.layers_tab import layer_grid
 
 
 def test_frame() -> tuple[np.ndarray, str]:
@@ -50,7 +49,6 @@ def percentiles(ms):
 
 COLD = """
 import time; t = time.perf_counter()
-import sys; sys.path.insert(0, {root!r})
 from ferlab.ui import build_app, ModelRegistry
 from ferlab.ui.classify import classify_image
 registry = ModelRegistry()

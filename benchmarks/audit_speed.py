@@ -1,6 +1,6 @@
 """Scoring the full test set (PublicTest + PrivateTest, 7,178 images) with one checkpoint.
 
-    python benchmarks/audit_speed.py [--checkpoint cnn] [--out results/audit_speed.md]
+    python -m benchmarks.audit_speed [--checkpoint ferlab_photo] [--out results/audit_speed.md]
 
 Cold: no probability cache and no decoded-array cache (the dataset itself is already on disk:
 its download is excluded); from cache: the same call again.  Both in this process, one after
@@ -8,18 +8,16 @@ the other, with the cache in a temporary folder.
 """
 import argparse
 import os
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks import device_label, report  # noqa: E402
+from benchmarks import device_label, report
+from ferlab.zoo import DEFAULT_MODEL
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default="cnn")
+    parser.add_argument("--checkpoint", default=DEFAULT_MODEL)
     parser.add_argument("--source")
     parser.add_argument("--out")
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """Explanation latency on the CPU, and ferlab's Grad-CAM beside pytorch-grad-cam's, in one run.
 
-    python benchmarks/explain_speed.py [--models cnn resnet_se] [--repeats 50] [--out results/explain_speed.md]
+    python -m benchmarks.explain_speed [--models cnn resnet_se] [--repeats 50] [--out results/explain_speed.md]
 
 For each model: p50 / p95 latency of one 48x48 image through ``explain`` (gradcam,
 guided_gradcam, integrated_gradients) and ``explain_layers`` (Grad-CAM at every layer), and,
@@ -14,20 +14,17 @@ disagreement (correlation 0).
 Models come from checkpoints/; a name with no checkpoint is built untrained (and marked so).
 """
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks import device_label, report  # noqa: E402
+from benchmarks import device_label, report
 
-from ferlab import list_models, load_model  # noqa: E402
-from ferlab.checkpoints import FERClassifier, base_card  # noqa: E402
-from ferlab.explain import explain, explain_layers  # noqa: E402
-from ferlab.models import create_model  # noqa: E402
+from ferlab import list_models, load_model
+from ferlab.checkpoints import FERClassifier, base_card
+from ferlab.explain import explain, explain_layers
+from ferlab.models import create_model
 
 
 def get_model(name):
@@ -45,8 +42,7 @@ def sample_images():
         images, labels = to_arrays(load_fer2013("test"))
         return [images[int(np.flatnonzero(labels == c)[0])] for c in range(7)], "PrivateTest"
     except Exception as exc:  # no data here: generated faces
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-        from synthetic import face
+        from tests.synthetic import face
         rng = np.random.default_rng(0)
         return [face(c, rng) for c in range(7)], f"generated ({type(exc).__name__})"
 

@@ -1,6 +1,6 @@
 """How does FER2013 frame its faces?  The crop geometry of ``ferlab.faces.FRAMINGS``, measured.
 
-    python benchmarks/face_framing.py [--n 3000] [--checkpoint ferlab_best] [--detector mtcnn]
+    python -m benchmarks.face_framing [--n 3000] [--checkpoint ferlab_best] [--detector mtcnn]
 
 1. Derivation (Training split): run each of ferlab's detectors on FER2013 Training images (it upsamples
    a 48x48 image to 240 px and pads it, as it does any small picture) and record where the
@@ -15,19 +15,17 @@ Writes results/face_framing.json (the numbers FRAMINGS must equal) and results/f
 """
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import ROOT, device_label, report  # noqa: E402
-from ferlab import load_model  # noqa: E402
-from ferlab.data import load_fer2013, to_arrays  # noqa: E402
-from ferlab.evaluation import predict_arrays  # noqa: E402
-from ferlab.faces import FaceDetector, Framing, frame_transform, landmark_transform, warp_crop  # noqa: E402
+from benchmarks import ROOT, device_label, report
+from ferlab import load_model
+from ferlab.data import load_fer2013, to_arrays
+from ferlab.evaluation import predict_arrays
+from ferlab.faces import FaceDetector, Framing, frame_transform, landmark_transform, warp_crop
 
 
 def box_positions(images: np.ndarray, detector: FaceDetector) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

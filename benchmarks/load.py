@@ -1,6 +1,6 @@
 """Concurrent users against the real app on localhost, driven by gradio_client.
 
-    python benchmarks/load.py [--clients 8] [--requests 50] [--checkpoints DIR] [--out results/load.md]
+    python -m benchmarks.load [--clients 8] [--requests 50] [--checkpoints DIR] [--out results/load.md]
 
 Starts ``app.py`` on a free loopback port, computes every request's result once serially, then
 runs ``clients`` threads with ``requests`` mixed calls each (classify, explain, compare and, when
@@ -28,8 +28,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from benchmarks import report as write_report  # noqa: E402
+from benchmarks import report as write_report
 
 
 def free_port() -> int:
@@ -72,8 +71,7 @@ def rss_mb(pid: int) -> float:
 
 def make_images(folder: Path, count: int = 4) -> list[str]:
     import cv2
-    sys.path.insert(0, str(ROOT / "tests"))
-    from synthetic import face
+    from tests.synthetic import face
     paths = []
     for i in range(count):
         img = cv2.resize(face(i % 7, np.random.default_rng(i)), (160, 160), interpolation=cv2.INTER_CUBIC)

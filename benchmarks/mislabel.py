@@ -1,6 +1,6 @@
 """How well does the suspect ranking find FER2013 labels that the FER+ annotators overrule?
 
-    python benchmarks/mislabel.py [--checkpoint cnn --checkpoint resnet_se ...] [--out results/mislabel.md]
+    python -m benchmarks.mislabel [--checkpoint resnet_se --checkpoint ...]   (default: ferlab.zoo.AUDIT_ENSEMBLE) [--out results/mislabel.md]
 
 Weights of the suspect score are tuned on PublicTest (valid); the table is measured on PrivateTest
 (test): ferlab's suspect score, cleanlab's default ranking (``get_label_quality_scores``,
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks import checkpoints_parser, report  # noqa: E402
+from benchmarks import checkpoints_parser, report
 
-from ferlab import list_models  # noqa: E402
-from ferlab.audit import audit, ranking_metrics, tune_suspect_weights  # noqa: E402
+from ferlab import list_models
+from ferlab.audit import audit, ranking_metrics, tune_suspect_weights
+from ferlab.zoo import audit_ensemble
 
 
 def table(test, weights=None, seeds=20):
@@ -43,7 +43,7 @@ def table(test, weights=None, seeds=20):
 
 def main(argv=None):
     args = checkpoints_parser(__doc__).parse_args(argv)
-    models = args.checkpoint or list_models(labels="fer2013")   # a FER+-trained model would know the answers
+    models = args.checkpoint or audit_ensemble(list_models(labels="fer2013"))  # never a FER+-trained model
     if not models:
         sys.exit("no checkpoints: train one first")
     weights = tune_suspect_weights(audit(models, "valid", args.source, progress=False))

@@ -1,6 +1,6 @@
 """What does the photo pipeline cost?  Face recall, false boxes and accuracy on built scenes.
 
-    python benchmarks/photo_pipeline.py [--split test] [--scenes 300] [--checkpoint ferlab_photo]
+    python -m benchmarks.photo_pipeline [--split test] [--scenes 300] [--checkpoint ferlab_photo]
 
 ferlab has no labelled real photos, so it builds them: FER2013 faces of one split, upscaled to
 realistic sizes (a face box of 24-240 px, log-uniform), turned by up to 10 degrees, contrast x0.8-1.2
@@ -18,24 +18,22 @@ Tune on ``--split valid`` (PublicTest); report ``--split test`` (PrivateTest) on
 """
 import argparse
 import math
-import sys
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import device_label, report  # noqa: E402
-from ferlab import load_model  # noqa: E402
-from ferlab.annotate import draw_faces  # noqa: E402
-from ferlab.data import load_fer2013, to_arrays  # noqa: E402
-from ferlab.evaluation import predict_arrays  # noqa: E402
-from ferlab.faces import Box, default_detector, frame_transform, warp_crop  # noqa: E402
-from ferlab.pipeline import DEFAULT_MODEL, classify_faces, find_faces  # noqa: E402
-from ferlab.tracking import SMOOTHING_SECONDS, FaceTracker, label_flips  # noqa: E402
-from ferlab.ui.classify import LIVE_MIN_FACE  # noqa: E402
+from benchmarks import device_label, report
+from ferlab import load_model
+from ferlab.annotate import draw_faces
+from ferlab.data import load_fer2013, to_arrays
+from ferlab.evaluation import predict_arrays
+from ferlab.faces import Box, default_detector, frame_transform, warp_crop
+from ferlab.pipeline import DEFAULT_MODEL, classify_faces, find_faces
+from ferlab.tracking import SMOOTHING_SECONDS, FaceTracker, label_flips
+from ferlab.ui.classify import LIVE_MIN_FACE
 
 ASSETS = Path(__file__).resolve().parent.parent / "ferlab" / "assets"
 SIZES = ((640, 480), (1024, 768), (1600, 1200))

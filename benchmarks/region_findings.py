@@ -1,6 +1,6 @@
 """Where do the models look, per emotion?  The literature's Grad-CAM claims as numbers.
 
-    python benchmarks/region_findings.py [--checkpoint cnn ...] [--split test]
+    python -m benchmarks.region_findings [--checkpoint cnn ...] [--split test]
 
 For each checkpoint: Grad-CAM at its default layer, target = the true class, for every image of
 the split; each map normalized to unit mass and averaged per true class; the share of that mass
@@ -8,14 +8,12 @@ in each face region (ferlab.explain.regions).  Writes results/regions/<model>.md
 check) and results/regions/<model>.png (class-mean heatmaps with the regions drawn).
 """
 import argparse
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ferlab import list_models, load_model  # noqa: E402
-from ferlab.explain import region_attribution  # noqa: E402
+from ferlab import list_models, load_model
+from ferlab.explain import region_attribution
 
 OUT = Path(__file__).resolve().parent.parent / "results" / "regions"
 

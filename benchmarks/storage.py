@@ -1,6 +1,6 @@
 """What float16 and int8 storage cost in accuracy and save in bytes, per shipped checkpoint.
 
-    python benchmarks/storage.py [--checkpoint cnn ...] [--out results/storage.md [--merge]]
+    python -m benchmarks.storage [--checkpoint cnn ...] [--out results/storage.md [--merge]]
 
 Each checkpoint's float32 weights are saved with every storage (``ferlab.checkpoints.save_checkpoint``)
 and loaded back through ``load_model``, side by side in one run (``int8 gptq``: the int8 file with
@@ -15,23 +15,21 @@ checkpoints and keeps the other models' rows of ``--out`` (a newly shipped check
 own rows, not a re-run of every model in every storage).
 """
 import functools
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks import checkpoints_parser, report  # noqa: E402
+from benchmarks import checkpoints_parser, report
 
-from ferlab import list_models, load_model  # noqa: E402
-from ferlab.checkpoints import (STORAGE_DTYPES, WEIGHTS_FILE, base_card, resolve, save_checkpoint,  # noqa: E402
+from ferlab import list_models, load_model
+from ferlab.checkpoints import (STORAGE_DTYPES, WEIGHTS_FILE, base_card, resolve, save_checkpoint,
                                trained_labels)
-from ferlab.evaluation import predict_arrays  # noqa: E402
-from ferlab.models import create_model  # noqa: E402
-from ferlab.quantization import calibration_images, gptq_int8  # noqa: E402
-from ferlab.training import load_split  # noqa: E402
+from ferlab.evaluation import predict_arrays
+from ferlab.models import create_model
+from ferlab.quantization import calibration_images, gptq_int8
+from ferlab.training import load_split
 
 
 def main(argv=None):

@@ -1,8 +1,8 @@
 """Audit a split: every model's probabilities per image, the images the models get wrong, and
 the images whose *label* is probably wrong.
 
-    python -m ferlab.audit --checkpoint cnn [--checkpoint resnet_se] [--split test] [--source SRC] --out audit.csv
-    python -m ferlab.audit --checkpoint cnn --images my_photos/ --out scores.csv  # a folder: one row per face
+    python -m ferlab.audit --checkpoint ferlab_best [--checkpoint resnet_se] [--split test] [--source SRC] --out audit.csv
+    python -m ferlab.audit --checkpoint ferlab_photo --images my_photos/ --out scores.csv  # a folder: one row per face
 
 Probabilities are cached on disk per (checkpoint weights hash, dataset content fingerprint),
 written atomically: a killed run never leaves a corrupt cache.

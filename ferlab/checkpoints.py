@@ -32,7 +32,12 @@ class CheckpointError(RuntimeError):
 
 
 def checkpoints_dir() -> Path:
-    return Path(os.environ.get("FERLAB_CHECKPOINTS", REPO_ROOT / "checkpoints"))
+    """``FERLAB_CHECKPOINTS`` if set, else the repository's (or Space's) ``checkpoints/`` beside the
+    ``ferlab`` package, else ``./checkpoints`` (ferlab installed from a wheel)."""
+    if os.environ.get("FERLAB_CHECKPOINTS"):
+        return Path(os.environ["FERLAB_CHECKPOINTS"])
+    beside = REPO_ROOT / "checkpoints"
+    return beside if beside.is_dir() else Path.cwd() / "checkpoints"
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
@@ -306,53 +311,3 @@ def load_model(name_or_path: str | Path, device: str | torch.device | None = Non
     if dev.type == "cpu":
         module.to(memory_format=torch.channels_last)
     return FERClassifier(name=folder.name, module=module, card=card, device=dev, path=folder)
-
-
-def training_summary(card: dict) -> str:
-    """"60 epochs, 2.7 h on <hardware>", counting the checkpoint a fine-tune started from."""
-    t = card.get("training", {})
-    if not t:
-        return "not recorded"
-    text = f"{t.get('epochs_run', '?')} epochs"
-    hours = (t.get("wall_seconds") or 0) / 3600
-    start = t.get("initialized_from")
-    if start:
-        text += f" after {start.get('name')}'s {start.get('epochs_run', '?')}"
-        hours += (start.get("wall_seconds") or 0) / 3600
-    return f"{text}, {hours:.1f} h on {t.get('hardware', '?')}"
-
-
-def card_markdown(card: dict, name: str | None = None) -> str:
-    """A human-readable model card (for checkpoints/<name>/README.md and the app's Models tab)."""
-    name = name or card.get("name") or card["architecture"]
-    t, data = card.get("training", {}), card.get("data", {})
-    lines = [f"### {name}", "",
-             f"- architecture `{card['architecture']}`, config `{card['config']}`, "
-             f"{card.get('params', 0) / 1e6:.2f} M parameters, {card.get('mflops', 'n/a')} MFLOPs per 48x48 image",
-             f"- input {card.get('input_size')}x{card.get('input_size')}, {card.get('in_channels')} channel(s), "
-             f"normalization mean {card.get('mean')} std {card.get('std')}; classes {', '.join(card.get('class_names', EMOTIONS))}",
-             f"- explainable layers: {', '.join(f'`{x}`' for x in card.get('explainable_layers', []))}; Grad-CAM default "
-             f"`{card.get('default_layer')}`; CAM {'yes' if card.get('supports_cam') else 'no'}"]
-    if data:
-        lines.append(f"- data: `{data.get('source')}`, labels {trained_labels(card)}, {data.get('train_size')} "
-                     f"training images (fingerprint `{data.get('train_fingerprint')}`), selected on PublicTest")
-    if t:
-        lines.append(f"- training: {training_summary(card)} (best epoch {t.get('best_epoch')}), torch {t.get('torch')}")
-    if card.get("command"):
-        lines.append(f"- command: `{card['command']}` at commit `{card.get('git_commit')}`")
-    if card.get("notes"):
-        lines.append(f"- notes: {card['notes']}")
-    metrics = card.get("metrics", {})
-    rows = [(k, v) for k, v in metrics.items() if isinstance(v, dict) and "accuracy" in v]
-    if rows:
-        lines += ["", "| split | accuracy | macro-F1 | n |", "|---|---|---|---|"]
-        lines += [f"| {k} | {100 * v['accuracy']:.2f}% | {v.get('macro_f1', float('nan')):.3f} | {v.get('n', '')} |"
-                  for k, v in rows]
-    test = metrics.get("test")
-    if test and "per_class" in test:
-        lines += ["", "PrivateTest per class:", "", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
-        lines += [f"| {c} | {m['precision']:.2f} | {m['recall']:.2f} | {m['f1']:.2f} | {m['support']} |"
-                  for c, m in test["per_class"].items()]
-    lines += ["", "Intended use: teaching and exploring what FER models attend to. FER2013 is noisy, posed and "
-              "web-scraped; its predictions are not evidence of anyone's emotional state."]
-    return "\n".join(lines) + "\n"

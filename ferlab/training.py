@@ -127,7 +127,7 @@ class ClassWeightedCrossEntropy(nn.Module):
     smoothing term by w[c] in every sample, so with balanced weights the rarest class (disgust,
     weight 9.4) gets almost as much target mass from smoothing as from its labels, and an untrained
     net's best constant answer is "disgust" for every face (VGG19 configuration 4's first epoch
-    sat there: results/experiments/vgg19_scratch.md).  Hard (class index) or soft (mixup)
+    sat there: docs/experiments/vgg19_scratch.md).  Hard (class index) or soft (mixup)
     targets; without smoothing it equals ``nn.CrossEntropyLoss(weight=w)``."""
 
     def __init__(self, weight: torch.Tensor | None = None, label_smoothing: float = 0.0):
@@ -468,56 +468,6 @@ def train(cfg: TrainConfig, source: str | None = None, out_dir: str | Path | Non
                        initialized_from, teachers)
 
 
-def rebuild_state(cfg: TrainConfig, checkpoint: str | Path, log_rows: list[dict], out: str | Path,
-                  lr: float | None = None) -> Path:
-    """Write ``out/state.pt`` (and ``out/best``) so that ``train(cfg, resume=True)`` continues after
-    a shipped checkpoint's best epoch, for when the run folder that trained it is lost (run folders
-    are not in git).  What is recovered: the shipped weights (as they load: a float16 or int8
-    storage is what continues), the training log up to that epoch (``log_rows``, e.g. the
-    checkpoint's ``results/<name>/log.csv``), the selection score and early-stopping count, the
-    plateau schedule's best loss and its count of epochs since, and the card's wall time.  What is
-    not: the optimizer's moments (it starts afresh) and the random state.  ``lr`` sets the learning
-    rate from here on (a plateau reduction, say); the card's note should say so."""
-    if cfg.ema or cfg.swa_start:
-        raise ValueError("a shipped checkpoint holds the averaged weights, not the running ones that EMA/SWA "
-                         "continue from; rebuild a run without ema/swa_start")
-    if cfg.schedule not in ("plateau", "none"):
-        raise ValueError(f"schedule {cfg.schedule!r} steps per batch; rebuild supports plateau and none")
-    model = create_model(cfg.architecture, **cfg.model)
-    _, card = _initialize(model, cfg, input_card(cfg, model.in_channels), checkpoint)
-    best_epoch = card.get("training", {}).get("best_epoch")
-    if not best_epoch:
-        raise ValueError(f"{checkpoint}'s card names no best epoch (training.best_epoch)")
-    history = [{k: int(v) if k == "epoch" else float(v) for k, v in row.items()} for row in log_rows]
-    if [r["epoch"] for r in history[:best_epoch]] != list(range(1, best_epoch + 1)):
-        raise ValueError(f"the log does not hold epochs 1..{best_epoch} of {checkpoint}")
-    history = history[:best_epoch]
-    # the log scored the float32 weights; a card stored in fewer bits measured them too, at export
-    shipped = card.get("storage_check", {}).get("accuracy_float32", card["metrics"]["valid"]["accuracy"])
-    if abs(history[-1]["valid_acc"] - shipped) > 0.005:
-        raise ValueError(f"epoch {best_epoch} of the log has PublicTest accuracy {history[-1]['valid_acc']:.4f}; "
-                         f"the checkpoint's card {shipped:.4f}: not this checkpoint's log")
-    opt = make_optimizer(model.parameters(), cfg)
-    lr = lr if lr is not None else history[-1]["lr"]
-    for group in opt.param_groups:
-        group["lr"] = lr
-    scheduler, _ = make_scheduler(opt, cfg, steps_per_epoch=1)
-    if scheduler is not None:  # plateau: it steps on the PublicTest loss every epoch
-        losses = [r["valid_loss"] for r in history]
-        low = int(np.argmin(losses))
-        scheduler.best, scheduler.num_bad_epochs = losses[low], len(losses) - 1 - low
-        scheduler.last_epoch, scheduler._last_lr = len(losses), [lr]
-    scores = [r["valid_loss"] if cfg.select_on == "loss" else -r["valid_acc"] for r in history]
-    top = int(np.argmin(scores))
-    best = {"score": scores[top], "epoch": top + 1, "valid_acc": history[top]["valid_acc"],
-            "valid_loss": history[top]["valid_loss"]}
-    out = Path(out)
-    save_checkpoint(model, {"architecture": cfg.architecture, "config": model.config}, out / "best")
-    save_state(out / "state.pt", cfg, model, opt, scheduler, best_epoch - 1, history, best, len(scores) - 1 - top,
-               float(card["training"]["wall_seconds"]))
-    return out
-
-
 def save_state(path: Path, cfg: TrainConfig, model, opt, scheduler, epoch: int, history: list, best: dict,
                bad_epochs: int, wall: float, ema=None, swa=None) -> None:
     """The resumable ``state.pt`` that ``train(..., resume=True)`` reads, written atomically;
@@ -525,10 +475,9 @@ def save_state(path: Path, cfg: TrainConfig, model, opt, scheduler, epoch: int, 
     resume under another one is refused (``check_resumed_config``).
 
     The optimizer's state (Adam's two moments: twice the model) goes to its own file, named by
-    epoch and written before the ``state.pt`` that names it, so neither file outgrows the 25 MB a
-    file may take in git for the compact CNN with EMA or SWA (a run folder copied into
-    ``train/resume/`` survives a lost machine), and a kill between the two writes leaves the
-    previous pair whole.  Older optimizer files are removed once the new pair is in place."""
+    epoch and written before the ``state.pt`` that names it, so a kill between the two writes
+    leaves the previous pair whole.  Older optimizer files are removed once the new pair is in place.
+    Run folders are working state: they stay out of git (``runs/`` is ignored)."""
     path = Path(path)
     opt_file = f"optimizer-{epoch + 1:04d}.pt"
     _atomic_torch_save({"epoch": epoch, "optimizer": opt.state_dict()}, path.parent / opt_file)
@@ -549,10 +498,7 @@ def _atomic_torch_save(obj, path: Path) -> None:
 
 
 def load_optimizer_state(state: dict, state_path: Path) -> dict:
-    """The optimizer state of a ``state.pt``: in its own file (``save_state``), or inside it in
-    states written before the split."""
-    if "optimizer" in state:
-        return state["optimizer"]
+    """The optimizer state of a ``state.pt``, from the file ``save_state`` wrote beside it."""
     opt_path = Path(state_path).parent / state["optimizer_file"]
     if not opt_path.exists():
         raise FileNotFoundError(f"{state_path} needs {opt_path.name} beside it (the optimizer's moments); "

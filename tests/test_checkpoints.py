@@ -125,7 +125,7 @@ def test_device_choice(monkeypatch):
 
 
 def test_training_summary_counts_the_checkpoint_a_fine_tune_started_from():
-    from ferlab.checkpoints import training_summary
+    from ferlab.cards import training_summary
     card = {"training": {"epochs_run": 12, "wall_seconds": 1800, "hardware": "cpu"}}
     assert training_summary(card) == "12 epochs, 0.5 h on cpu"
     card["training"]["initialized_from"] = {"name": "cnn", "epochs_run": 60, "wall_seconds": 9000}

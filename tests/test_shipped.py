@@ -8,10 +8,10 @@ from ferlab.checkpoints import trained_labels
 from ferlab.models import create_model
 from tests.synthetic import make_arrays
 
-SHIPPED = list_models()
+SHIPPED_HERE = list_models()
 
 
-@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("name", SHIPPED_HERE)
 def test_shipped_checkpoint_loads_and_predicts(name):
     model = load_model(name, device="cpu")
     card = model.card
@@ -30,7 +30,7 @@ def test_shipped_checkpoint_loads_and_predicts(name):
 
 
 @pytest.mark.realdata
-@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("name", SHIPPED_HERE)
 def test_shipped_accuracy_reproduces(name):
     """PrivateTest accuracy from the shipped weights, predicted in this session.  The probabilities
     go through the audit's cache (keyed by weights hash and image fingerprint, in the session's own
@@ -45,12 +45,39 @@ def test_shipped_accuracy_reproduces(name):
     assert abs(acc - model.card["metrics"]["test"]["accuracy"]) <= 0.003
 
 
-def test_committed_training_states_fit_a_file_limit():
-    """Resumable run folders in train/resume/ live in git: no file over the 25 MB a file may take."""
+def test_shipped_set_is_the_curated_zoo():
+    """checkpoints/ holds exactly the zoo's list (ferlab.zoo.SHIPPED), and the audit's ensemble is in it."""
+    from ferlab.zoo import AUDIT_ENSEMBLE, DEFAULT_MODEL, SHIPPED
+    assert sorted(SHIPPED) == sorted(SHIPPED_HERE)
+    assert DEFAULT_MODEL in SHIPPED and set(AUDIT_ENSEMBLE) <= set(list_models(labels="fer2013"))
+
+
+@pytest.mark.parametrize("name", SHIPPED_HERE)
+def test_model_card_readme_follows_the_hub_conventions(name):
+    """checkpoints/<name>/README.md: Hub YAML metadata whose results are the card's, then the sections."""
+    import yaml
+    from ferlab.cards import model_card_readme
+    model = load_model(name, device="cpu")
+    text = (model.path / "README.md").read_text()
+    assert text == model_card_readme(model.card, name), "regenerate with ferlab.cards.write_model_card"
+    _, front, body = text.split("---\n", 2)
+    meta = yaml.safe_load(front)
+    assert {"library_name", "license", "tags", "datasets", "metrics", "model-index", "pipeline_tag"} <= set(meta)
+    first = meta["model-index"][0]["results"][0]["metrics"][0]
+    assert first["value"] == round(100 * model.card["metrics"]["test"]["accuracy"], 2)
+    for section in ("## Intended use", "## Limits", "## Training data", "## Training procedure and evaluation"):
+        assert section in body
+
+
+def test_no_training_state_or_pickle_is_committed():
+    """Run folders are working state: nothing pickled, no optimizer or resume state, lives in git."""
+    import subprocess
     from pathlib import Path
-    resume = Path(__file__).resolve().parent.parent / "train" / "resume"
-    files = [f for f in resume.rglob("*") if f.is_file()]
-    assert files, "train/resume/ holds the shipped runs' states"
-    too_big = [f"{f.relative_to(resume)}: {f.stat().st_size / 2**20:.1f} MB" for f in files
-               if f.stat().st_size > 25 * 2**20]
-    assert not too_big, too_big
+    root = Path(__file__).resolve().parent.parent
+    try:
+        files = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    committed = files.split()
+    assert not [f for f in committed if f.endswith((".pt", ".pth", ".ckpt", ".pkl", ".pickle"))]
+    assert not [f for f in committed if f.startswith(("runs/", "train/resume/"))]

@@ -9,7 +9,7 @@ from ferlab import load_model
 from ferlab.audit import weights_hash
 from ferlab.training import (ClassWeightedCrossEntropy, TrainConfig, balanced_class_weights, make_scheduler,
                              plateau_warmup, train)
-from train.evaluate import evaluate
+from ferlab.cli.evaluate import evaluate
 
 TINY = {"widths": [8, 16, 16, 16], "hidden": 32}
 
@@ -191,11 +191,43 @@ def test_unknown_config_keys_are_refused(tmp_path):
         TrainConfig.from_file(path)
 
 
-def test_literature_configs_parse():
+def test_recipes_parse_and_each_reproduces_a_shipped_model():
+    """train/configs/ holds recipes only: every one parses, and each recipe (a file, or a folder of
+    stages whose last stage ships) is named after a shipped checkpoint; runs start only from
+    shipped checkpoints or from the runs of an earlier stage (of this recipe or another)."""
     from pathlib import Path
-    for path in sorted(Path("train/configs").glob("*.yaml")):
-        cfg = TrainConfig.from_file(path)
-        assert cfg.architecture
+    from ferlab.cli.train import stages
+    from ferlab.zoo import SHIPPED
+    recipes = sorted(Path("train/configs").iterdir())
+    configs = {r: [TrainConfig.from_file(f) for f in stages(r)] for r in recipes}
+    stage_runs = {f"runs/{c.name}" for cfgs in configs.values() for c in cfgs[:-1]}
+    for recipe, cfgs in configs.items():
+        assert cfgs[-1].name == recipe.stem and recipe.stem in SHIPPED, recipe
+        for i, cfg in enumerate(cfgs):
+            for start in [cfg.init_from, *(cfg.distill_from or [])]:
+                if start:
+                    earlier = {f"runs/{c.name}" for c in cfgs[:i]}
+                    assert start in SHIPPED or start in earlier or start in stage_runs, (recipe, cfg.name, start)
+    assert {r.stem for r in recipes} == set(SHIPPED)
+
+
+def test_a_folder_recipe_runs_its_stages_in_order_and_skips_finished_ones(tiny_source, tmp_path, monkeypatch):
+    from ferlab.cli.train import main
+    recipe = tmp_path / "recipe"
+    recipe.mkdir()
+    common = "architecture: cnn\nmodel: {widths: [8, 8, 8, 8], hidden: 8}\naugmentation: none\nbatch_size: 32\n" \
+             "epochs: 1\nschedule: none\nloader_workers: 0\n"
+    (recipe / "1_first.yaml").write_text("name: first\n" + common)
+    (recipe / "2_second.yaml").write_text("name: second\ninit_from: runs/first\n" + common)
+    monkeypatch.chdir(tmp_path)
+    main(["--config", str(recipe), "--data", str(tiny_source), "--no-progress"])
+    second = load_model(tmp_path / "runs" / "second")
+    assert second.card["training"]["initialized_from"]["name"] == "first"
+    written = (tmp_path / "runs" / "first" / "model.safetensors").stat().st_mtime_ns
+    main(["--config", str(recipe), "--data", str(tiny_source), "--no-progress", "--resume"])
+    assert (tmp_path / "runs" / "first" / "model.safetensors").stat().st_mtime_ns == written
+    with pytest.raises(SystemExit):
+        main(["--config", str(tmp_path / "missing.yaml")])
 
 
 def test_evaluate_cli_writes_metrics_and_card(tiny_source, tmp_path):
@@ -207,7 +239,7 @@ def test_evaluate_cli_writes_metrics_and_card(tiny_source, tmp_path):
 
 
 def test_ship_copies_evaluates_and_documents(tiny_source, tmp_path):
-    from train.ship import main as ship
+    from ferlab.cli.ship import main as ship
     run = train(_config(epochs=2), source=str(tiny_source), out_dir=tmp_path / "run", progress=False)
     dest = ship(["--run", str(run), "--name", "shipped", "--note", "stopped early", "--data", str(tiny_source),
                  "--checkpoints", str(tmp_path / "ck"), "--results", str(tmp_path / "res")])
@@ -219,7 +251,7 @@ def test_ship_copies_evaluates_and_documents(tiny_source, tmp_path):
     for f in ("log.csv", "curves.png", "test_confusion.png", "test_report.txt", "test_full_tta.json"):
         assert (tmp_path / "res" / "shipped" / f).exists(), f
     readme = (dest / "README.md").read_text()
-    assert "### shipped" in readme and "| test_full |" in readme and "stopped early" in readme
+    assert readme.startswith("---\nlibrary_name:") and "# shipped" in readme and "| test_full |" in readme and "stopped early" in readme
 
 
 def test_ferplus_labels_training_and_evaluation(tmp_path):
@@ -247,7 +279,7 @@ def test_ferplus_labels_training_and_evaluation(tmp_path):
 def test_ship_scores_other_labels_only_when_the_source_has_them(tmp_path):
     from ferlab import list_models
     from tests.synthetic import write_parquet_source
-    from train.ship import main as ship
+    from ferlab.cli.ship import main as ship
     bare = write_parquet_source(tmp_path / "bare", (6, 3, 3), with_votes=False)
     run = train(_config(epochs=1), source=str(bare), out_dir=tmp_path / "run", progress=False)
     dest = ship(["--run", str(run), "--name", "novotes", "--data", str(bare),
@@ -472,44 +504,11 @@ def test_int8_export_card_metrics_are_the_stored_weights(tiny_source, tmp_path, 
         _config(storage="float16", int8_rounding="gptq")
 
 
-def test_rebuilt_state_resumes_after_the_shipped_best_epoch(tiny_source, tmp_path):
-    """A lost run folder is rebuilt from its checkpoint and log: the resumed run starts from the
-    shipped weights after the best epoch, keeps the log up to there and takes the new rate."""
-    from ferlab.training import rebuild_state
-    cfg = _config(epochs=4, schedule="plateau", plateau_patience=5, select_on="loss", seed=2)
-    shipped = train(cfg, source=str(tiny_source), out_dir=tmp_path / "lost", progress=False)
-    card = load_model(shipped).card
-    best_epoch = card["training"]["best_epoch"]
-    rows = _log(shipped)
-    out = tmp_path / "rebuilt"
-    rebuild_state(cfg, shipped, rows, out, lr=1e-3)
-    state = torch.load(out / "state.pt", weights_only=True)
-    assert state["epoch"] == best_epoch - 1 and state["best"]["epoch"] == best_epoch
-    shipped_weights = load_model(shipped).module.state_dict()
-    assert all(torch.equal(state["model"][k], shipped_weights[k]) for k in shipped_weights)
-    assert state["scheduler"]["best"] == pytest.approx(min(float(r["valid_loss"]) for r in rows[:best_epoch]))
-
-    resumed = train(_config(epochs=best_epoch + 2, schedule="plateau", plateau_patience=5, select_on="loss", seed=2),
-                    source=str(tiny_source), out_dir=out, resume=True, progress=False)
-    after = _log(resumed)
-    assert [int(r["epoch"]) for r in after] == list(range(1, best_epoch + 3))
-    assert [{k: float(v) for k, v in r.items()} for r in after[:best_epoch]] == \
-        [{k: float(v) for k, v in r.items()} for r in rows[:best_epoch]]
-    assert float(after[best_epoch]["lr"]) == pytest.approx(1e-3)
-
-    with pytest.raises(ValueError, match="not this checkpoint's log"):
-        rebuild_state(cfg, shipped, [{**r, "valid_acc": "0.01"} for r in rows], tmp_path / "wrong_log")
-    with pytest.raises(ValueError, match="ema/swa_start"):
-        rebuild_state(_config(swa_start=1), shipped, rows, tmp_path / "swa")
-    with pytest.raises(ValueError, match="normalizes with"):
-        rebuild_state(_config(mean=[0.4], std=[0.3]), shipped, rows, tmp_path / "other_normalization")
-
-
 def test_ensemble_check_chooses_from_pool_and_candidates(tiny_source, tmp_path, capsys):
     import shutil
     from ferlab.evaluation import predict_arrays
     from ferlab.training import load_split
-    from train.ensemble_check import main as ensemble_check
+    from ferlab.cli.ensemble import main as ensemble_check
     runs = {n: train(_config(epochs=e, seed=s), source=str(tiny_source), out_dir=tmp_path / n, progress=False)
             for n, e, s in (("a", 1, 0), ("b", 3, 1), ("c", 3, 2))}
     ck = tmp_path / "ck"

@@ -3,7 +3,7 @@ ferlab model, plus checks of whether a heatmap can be trusted.
 
     from ferlab import load_model
     from ferlab.explain import explain, explain_layers, faithfulness, sanity_check
-    model = load_model("cnn")
+    model = load_model("ferlab_best")
     e = explain(model, image, "gradcam", target="happy")
     e.heatmap, e.overlay(alpha=0.5)
 """

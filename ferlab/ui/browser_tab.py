@@ -15,11 +15,12 @@ from ..audit import AuditResult, audit, tune_suspect_threshold, tune_suspect_wei
 from ..data import DataSourceError
 from ..explain import explain
 from ..labels import EMOTIONS
+from ..zoo import audit_ensemble
 from .common import ModelRegistry, OutputGallery, OutputImage, enlarge, scratch_dir, user_errors
 
 PAGE_SIZE = 48
 ALL = "all"
-ENSEMBLE = "ensemble (mean of all models)"
+ENSEMBLE = "ensemble (mean of the audit's models)"
 VIEWS = ("all", "misclassified", "suspected mislabeled", "correct")
 SORTS = ("suspect score", "confidence", "index")
 FERPLUS_NAMES = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown",
@@ -46,7 +47,7 @@ class AuditStore:
             if split not in self._scans:
                 # FER2013-trained models only: the suspect score is checked against the FER+ votes, so a
                 # model trained on FER+ labels would be grading its own answer key
-                models = [self.registry.get(n) for n in self.registry.names(labels="fer2013")]
+                models = [self.registry.get(n) for n in audit_ensemble(self.registry.names(labels="fer2013"))]
                 if not models:
                     raise gr.Error(self.registry.missing_message())
                 if progress:

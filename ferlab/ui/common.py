@@ -25,7 +25,8 @@ from ..explain import ExplainError
 from ..explain.core import COLORMAPS, color_heatmap
 from ..faces import to_rgb_frame
 from ..labels import EMOTIONS
-from ..pipeline import DEFAULT_MODEL, Faces, find_faces
+from ..pipeline import Faces, find_faces
+from ..zoo import default_model
 from ..preprocess import InputError
 
 log = logging.getLogger("ferlab.ui")
@@ -66,11 +67,7 @@ class ModelRegistry:
         return self._scan()[1]
 
     def default(self) -> str | None:
-        names = self.names()
-        for preferred in (DEFAULT_MODEL, "ferlab_best", "cnn", "resnet_se"):
-            if preferred in names:
-                return preferred
-        return names[0] if names else None
+        return default_model(self.names())
 
     def get(self, name: str | None) -> FERClassifier:
         if not name:
@@ -97,7 +94,7 @@ class ModelRegistry:
 
     def missing_message(self) -> str:
         return (f"No trained checkpoints found in {self.folder}. Train one with "
-                "`python train/train.py --config train/configs/cnn_keras.yaml` and copy the output folder there, "
+                "`ferlab-train --config train/configs/resnet_se.yaml` and copy the output folder there, "
                 "or set FERLAB_CHECKPOINTS to a folder of checkpoints.")
 
 

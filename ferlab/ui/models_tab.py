@@ -6,7 +6,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..checkpoints import card_markdown, trained_labels
+from ..cards import card_markdown
+from ..checkpoints import trained_labels
 from ..labels import LABEL_SETS
 from .common import ModelRegistry, card_metric, fmt_pct, user_errors
 
