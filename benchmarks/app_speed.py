@@ -74,7 +74,7 @@ def main(argv=None):
         cv2.imwrite(path, cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
         cold = float(subprocess.run([sys.executable, "-c", COLD.format(root=str(ROOT), path=path, model=model)],
                                     capture_output=True, text=True, check=True, cwd=ROOT).stdout.strip().splitlines()[-1])
-        _, _, sentence = classify_image(registry, path, model)
+        _, _, sentence, *_ = classify_image(registry, path, model)
         found = "No face was found" not in sentence
         photo = []
         for i in range(args.repeats + 3):

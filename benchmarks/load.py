@@ -38,14 +38,14 @@ def free_port() -> int:
 
 
 def start_app(checkpoints: str | None = None, log_path: str | None = None, timeout: float = 120,
-              extra_env: dict | None = None):
-    """Start app.py on 127.0.0.1; returns (process, url)."""
+              extra_env: dict | None = None, cwd: str | Path = ROOT):
+    """Start ``cwd``'s app.py (the repository's by default) on 127.0.0.1; returns (process, url)."""
     port = free_port()
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1", **(extra_env or {}))
     if checkpoints:
         env["FERLAB_CHECKPOINTS"] = str(checkpoints)
     log = open(log_path or os.devnull, "w")
-    proc = subprocess.Popen([sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port)], cwd=cwd,
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + timeout

@@ -8,4 +8,4 @@ from .preprocess import to_tensor
 
 __all__ = ["EMOTIONS", "CheckpointError", "FERClassifier", "FaceResult", "analyze", "create_model",
            "list_architectures", "list_models", "load_fer2013", "load_model", "to_tensor"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

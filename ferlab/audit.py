@@ -72,13 +72,13 @@ def _load_cached(path: Path, n: int):
 
 
 def cached_probabilities(model: FERClassifier, images: np.ndarray, data_fp: str, use_cache: bool = True,
-                         progress: bool = False) -> np.ndarray:
+                         progress: bool = False, on_batch=None) -> np.ndarray:
     path = cache_dir() / "audit" / f"{model.name}_{weights_hash(model)}_{data_fp}.npz"
     if use_cache and path.exists():
         probs = _load_cached(path, len(images))
         if probs is not None:
             return probs
-    probs = predict_arrays(model.module, images, model.card, model.device, progress=progress)
+    probs = predict_arrays(model.module, images, model.card, model.device, progress=progress, on_batch=on_batch)
     if use_cache:
         _atomic_save(path, probabilities=probs.astype(np.float32))
     return probs
@@ -155,17 +155,29 @@ def _as_models(models) -> list[FERClassifier]:
 
 
 def audit(models, split: str = "test", source: str | None = None, use_cache: bool = True, progress: bool = True,
-          weights=DEFAULT_WEIGHTS) -> AuditResult:
-    """Run one or more checkpoints over a split; probabilities cached on disk."""
+          weights=DEFAULT_WEIGHTS, on_progress=None) -> AuditResult:
+    """Run one or more checkpoints over a split; probabilities cached on disk.  ``on_progress(fraction,
+    message)`` is called as the split is read and after each model's batches (a UI's progress bar)."""
+    def say(fraction: float, message: str) -> None:
+        if on_progress is not None:
+            on_progress(min(max(fraction, 0.0), 1.0), message)
+
     models = _as_models(models)
+    say(0.0, f"reading {split}")
     ds = load_fer2013(split, source)
     base_images, labels = to_arrays(ds, 48)
     data_fp = fingerprint(base_images, labels)
     probabilities = {}
-    for m in models:
+    for k, m in enumerate(models):
         size = int(m.card.get("input_size", 48))
         images = base_images if size == 48 else to_arrays(ds, size)[0]
-        probabilities[m.name] = cached_probabilities(m, images, f"{data_fp}_{size}", use_cache, progress)
+        say(k / len(models), f"{m.name}: scoring {len(images)} {split} images")
+
+        def batch_done(done, k=k, m=m, n=len(images)):
+            say((k + done / n) / len(models), f"{m.name}: {done} of {n} {split} images")
+        probabilities[m.name] = cached_probabilities(m, images, f"{data_fp}_{size}", use_cache, progress,
+                                                     on_batch=batch_done)
+    say(1.0, f"{split}: {len(models)} model(s) scored")
     votes = majority = None
     if "ferplus_votes" in ds.column_names:
         votes = np.asarray(ds.select_columns(["ferplus_votes"]).with_format("numpy")[:]["ferplus_votes"],

@@ -10,17 +10,18 @@ from .preprocess import normalize
 
 @torch.inference_mode()
 def predict_arrays(module: torch.nn.Module, images: np.ndarray, card: dict, device=None,
-                   batch_size: int = 512, tta: bool = False, progress: bool = False) -> np.ndarray:
+                   batch_size: int = 512, tta: bool = False, progress: bool = False, on_batch=None) -> np.ndarray:
     """Softmax probabilities ``(N, C)`` for uint8 ``(N, H, W)`` images already at the model's size.
 
-    ``tta`` averages the probabilities of each image and its horizontal mirror.
+    ``tta`` averages the probabilities of each image and its horizontal mirror.  ``on_batch(done)``
+    is called after each batch with the number of images done (a UI's progress bar).
     """
     device = device or next(module.parameters()).device
     with model_lock(module):
-        return _predict(module, images, card, device, batch_size, tta, progress)
+        return _predict(module, images, card, device, batch_size, tta, progress, on_batch)
 
 
-def _predict(module, images, card, device, batch_size, tta, progress):
+def _predict(module, images, card, device, batch_size, tta, progress, on_batch=None):
     was_training = module.training
     module.eval()
     out = []
@@ -36,6 +37,8 @@ def _predict(module, images, card, device, batch_size, tta, progress):
         if tta:
             probs = (probs + torch.softmax(module(x.flip(-1)).float(), dim=1)) / 2
         out.append(probs.cpu())
+        if on_batch is not None:
+            on_batch(min(start + batch_size, len(images)))
     module.train(was_training)
     return torch.cat(out).numpy() if out else np.empty((0, 7), np.float32)
 

@@ -181,6 +181,43 @@ def test_browser_leaves_out_ferplus_trained_models(browser_store):
     assert list(browser_store.get("test").result.probabilities) == ["marks"]
 
 
+def test_first_scan_reports_progress_per_model_and_batch(browser_store, tmp_path, monkeypatch):
+    monkeypatch.setenv("FERLAB_CACHE", str(tmp_path))  # a cold scan: nothing cached yet
+    store = AuditStore(browser_store.registry, source=browser_store.source)
+    seen = []
+    store.get("test", progress=lambda fraction, desc="": seen.append((fraction, desc)))
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
+    assert any("marks:" in d and "of" in d and "valid images" in d for _, d in seen)
+    assert any("marks:" in d and "test images" in d for _, d in seen)
+    seen.clear()
+    store.get("test", progress=lambda fraction, desc="": seen.append((fraction, desc)))
+    assert seen == []  # a filter change never re-scans
+
+
+def test_no_data_is_said_once_in_full_with_the_command(browser_store, tmp_path):
+    """Without data: the whole message, ``<emotion>`` escaped, the command to run; the second click
+    does not wait for the data source again."""
+    from ferlab.data import DataSourceError
+    calls = []
+    store = AuditStore(browser_store.registry, source=str(tmp_path / "missing"))
+    original = store._scan
+
+    def counting(split, progress=None):
+        calls.append(split)
+        return original(split, progress)
+    store._scan = counting
+    for _ in range(2):
+        items, status, confusion, shown, page = browse(store, "test", "marks", "all", "all", "all", 0.0, 1.0,
+                                                       "index", 1, progress=lambda *a, **k: None)
+        assert items == [] and shown == [] and confusion is None
+        assert "FERLAB_DATA=/path/to/fer2013 make app" in status
+        assert "&lt;emotion&gt;" in status and "<emotion>" not in status
+    assert calls == ["test"]
+    with pytest.raises(DataSourceError):
+        store.get("valid")
+
+
 def test_browser_filters(browser_store):
     items, status, confusion, shown, page = browse(browser_store, "test", "marks", "happy", "all", "misclassified",
                                                    0.0, 1.0, "confidence", 1, progress=lambda *a, **k: None)

@@ -15,20 +15,28 @@ if CHROMIUM is None:
     pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
 
 
+# FERLAB_SCREENSHOTS=docs/screenshots FERLAB_BROWSER_CHECKPOINTS=checkpoints regenerates the
+# README's screenshots with the shipped models; by default the test serves two tiny untrained ones.
+SCREENSHOTS = os.environ.get("FERLAB_SCREENSHOTS")
+CHECKPOINTS = os.environ.get("FERLAB_BROWSER_CHECKPOINTS")
+
+
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    folder = write_tiny_checkpoints(tmp_path_factory.mktemp("ckpts"))
+    folder = CHECKPOINTS or write_tiny_checkpoints(tmp_path_factory.mktemp("ckpts"))
     proc, url = start_app(str(folder), log_path=str(tmp_path_factory.mktemp("log") / "app.log"), timeout=90)
     try:
-        yield url
+        yield url, folder
     finally:
         proc.terminate()
         proc.wait(timeout=20)
 
 
 def test_upload_classify_and_every_tab(app_url, tmp_path):
+    app_url, folder_of_models = app_url
     image = Path(__file__).resolve().parent.parent / "ferlab" / "assets" / "astronaut.jpg"  # public domain
-    shots = Path(os.environ.get("FERLAB_SCREENSHOTS", tmp_path))
+    shots = Path(SCREENSHOTS or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -60,10 +68,11 @@ def test_upload_classify_and_every_tab(app_url, tmp_path):
             page.locator("#browser-scan").click()
             page.wait_for_selector("#browser-status :text('images match')", timeout=240_000)
             page.wait_for_selector("#browser-gallery img", timeout=30_000)
-            page.screenshot(path=str(shots / "browser.png"), full_page=True)
+            page.screenshot(path=str(tmp_path / "browser.png"), full_page=True)  # FER2013 images: never published
 
         # Models
         page.get_by_role("tab", name="Models").click()
-        page.wait_for_selector("#models-overview :text('tiny_mobilenet')", timeout=30_000)
+        from ferlab import list_models
+        page.wait_for_selector(f"#models-overview :text('{list_models(folder_of_models)[-1]}')", timeout=30_000)
         page.screenshot(path=str(shots / "models.png"), full_page=True)
         browser.close()

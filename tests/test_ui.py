@@ -6,6 +6,9 @@ import gradio as gr
 import numpy as np
 import pytest
 
+from ferlab.labels import EMOTIONS
+from ferlab.pipeline import analyze as ferlab_analyze
+
 from ferlab.explain import METHODS
 from ferlab.ui import ModelRegistry, build_app
 from ferlab.ui.classify import classify_image, classify_stream, classify_video
@@ -68,7 +71,7 @@ def test_registry_loads_each_model_once(registry):
 
 def test_classify_image_outputs(registry):
     img = ASTRONAUT
-    annotated, probs, sentence = classify_image(registry, img, "tiny_cnn", True, 0.5)
+    annotated, probs, sentence, *_ = classify_image(registry, img, "tiny_cnn", True, 0.5)
     assert annotated.shape == img.shape and annotated.dtype == np.uint8
     assert not np.array_equal(annotated, img)  # frame, label and heatmap were drawn
     assert set(probs) == {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}
@@ -76,22 +79,30 @@ def test_classify_image_outputs(registry):
     assert sentence.startswith("The model reads **")
     assert "It looked mostly at" in sentence or "no positive evidence" in sentence
     blank = np.zeros((120, 200, 3), np.uint8)
-    annotated, probs, sentence = classify_image(registry, blank, "tiny_cnn", False, 0.5)
+    annotated, probs, sentence, *_ = classify_image(registry, blank, "tiny_cnn", False, 0.5)
     assert "No face was found" in sentence and "reads" not in sentence and probs is None
     assert np.array_equal(annotated, blank), "nothing is drawn where no face was found"
-    _, probs, sentence = classify_image(registry, blank, "tiny_cnn", False, 0.5, True)
+    _, probs, sentence, *_ = classify_image(registry, blank, "tiny_cnn", False, 0.5, True)
     assert "No face was found, so the centre of the picture was classified" in sentence and len(probs) == 7
 
 
 def test_group_photo_every_face_and_the_app_agrees_with_predict(registry):
     group = np.concatenate([ASTRONAUT[20:260, 110:340]] * 3 + [CAT[:240, :230]], axis=1)
     for show_cam in (True, False):
-        annotated, probs, sentence = classify_image(registry, group, "tiny_cnn", show_cam, 0.5)
-        assert sentence.count("Face ") == 3 and "The bars show face 1." in sentence
+        annotated, probs, sentence, picker, per_face = classify_image(registry, group, "tiny_cnn", show_cam, 0.5)
+        assert sentence.count("Face ") == 3
     app = np.array([probs[e] for e in ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")])
     model = registry.get("tiny_cnn")
     assert np.allclose(app, model.predict([group])[0], atol=1e-5), "one path: the app and predict agree"
-    _, _, sentence = classify_image(registry, CAT, "tiny_cnn")
+    # each face's bars: the picker offers every face, and picking one shows that face's probabilities
+    from ferlab.ui.classify import face_bars
+    assert picker["choices"] == [("1", "1"), ("2", "2"), ("3", "3")] or picker["choices"] == ["1", "2", "3"]
+    assert picker["visible"] and len(per_face) == 3 and face_bars("1", per_face) == probs
+    faces = ferlab_analyze(group, model)
+    for k in (1, 2):
+        shown = face_bars(str(k + 1), per_face)
+        assert np.allclose([shown[e] for e in EMOTIONS], faces[k].shown_probabilities, atol=1e-6)
+    _, _, sentence, *_ = classify_image(registry, CAT, "tiny_cnn")
     assert sentence.startswith("**No face was found.**")
 
 
@@ -102,13 +113,16 @@ def test_classify_bad_inputs_are_readable_errors(registry, bad, match):
         classify_image(registry, bad, "tiny_cnn")
 
 
-def test_stream_frames_pass_through_on_error(registry):
+def test_stream_frames_pass_through_on_error(registry, monkeypatch):
     frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
     out, tracker = classify_stream(registry, frame, "tiny_cnn")
     assert out.shape == frame.shape
     assert classify_stream(registry, None, "tiny_cnn", tracker=tracker) == (None, tracker)
     assert classify_stream(registry, frame, "missing_model", tracker=tracker)[0] is frame
-    # a face followed over frames keeps its one track (a new session: a new tracker)
+    # a face followed over frames keeps its one track (a new session: a new tracker); frames 50 ms
+    # apart on a fake clock, so a slow machine does not open a new track
+    clock = iter(np.arange(100.0, 200.0, 0.05))
+    monkeypatch.setattr("ferlab.ui.classify.time.monotonic", lambda: next(clock))
     tracker = None
     for _ in range(3):
         out, tracker = classify_stream(registry, ASTRONAUT, "tiny_cnn", True, 0.4, tracker)

@@ -2,7 +2,7 @@
 import argparse
 import os
 
-from ferlab.ui import build_app
+from ferlab.ui import CSS, build_app
 from ferlab.ui.memory import limit_arenas, start_trimmer
 
 MAX_FILE_SIZE = "25mb"
@@ -21,7 +21,7 @@ def main(argv=None):
     demo = build_app()
     demo.queue(default_concurrency_limit=2, max_size=64)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_FILE_SIZE,
-                show_error=False)
+                show_error=False, css=CSS)
 
 
 if __name__ == "__main__":

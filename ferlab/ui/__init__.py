@@ -1,8 +1,6 @@
 """The Gradio lab.  ``build_app()`` returns the ``gr.Blocks``; ``app.py`` launches it."""
 from __future__ import annotations
 
-import functools
-
 import gradio as gr
 
 from . import browser_tab, classify, compare_tab, explain_tab, layers_tab, models_tab
@@ -13,6 +11,13 @@ Classify faces with CNNs trained on FER2013 and see the evidence behind each pre
 **Read the heatmaps as evidence inside this model, not as where an emotion "is" in a face**:
 every method makes assumptions, so the Explain tab reports how faithful a map is and whether it
 survives randomizing the model's weights."""
+
+
+# Passed to launch() (Gradio 6 takes css there): wide tables scroll instead of wrapping headers mid-word.
+CSS = """
+#models-overview table, #compare-table table { display: block; overflow-x: auto; }
+#models-overview th, #models-overview td, #compare-table th { white-space: nowrap; word-break: keep-all; }
+"""
 
 
 def build_app(registry: ModelRegistry | None = None) -> gr.Blocks:
@@ -30,10 +35,8 @@ def build_app(registry: ModelRegistry | None = None) -> gr.Blocks:
         layers_tab.build(registry, models)
         compare_tab.build(registry, models)
         browser_tab.build(registry, models)
-        pick, outputs = models_tab.build(registry, models)
-        if models:
-            demo.load(functools.partial(models_tab.model_details, registry), pick, outputs)
+        models_tab.build(registry, models)
     return demo
 
 
-__all__ = ["ModelRegistry", "build_app"]
+__all__ = ["CSS", "ModelRegistry", "build_app"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import html
 import threading
 from dataclasses import dataclass
 
@@ -40,26 +41,41 @@ class AuditStore:
     def __init__(self, registry: ModelRegistry, source: str | None = None):
         self.registry, self.source = registry, source
         self._scans: dict[str, Scan] = {}
+        self._no_data: DataSourceError | None = None  # said once: later clicks do not wait for it again
         self._lock = threading.Lock()
 
     def get(self, split: str = "test", progress=None) -> Scan:
         with self._lock:
+            if self._no_data is not None:
+                raise self._no_data
             if split not in self._scans:
-                # FER2013-trained models only: the suspect score is checked against the FER+ votes, so a
-                # model trained on FER+ labels would be grading its own answer key
-                models = [self.registry.get(n) for n in audit_ensemble(self.registry.names(labels="fer2013"))]
-                if not models:
-                    raise gr.Error(self.registry.missing_message())
-                if progress:
-                    progress(0.1, desc="scoring PublicTest to tune the suspect score")
-                valid = audit(models, "valid", self.source, progress=False)
-                weights = tune_suspect_weights(valid) if valid.ferplus_votes is not None else valid.weights
-                valid.weights = weights
-                if progress:
-                    progress(0.5, desc=f"scoring {split}")
-                result = audit(models, split, self.source, progress=False, weights=weights)
-                self._scans[split] = Scan(result, tune_suspect_threshold(valid), result.suspect_score)
+                try:
+                    self._scans[split] = self._scan(split, progress)
+                except DataSourceError as exc:
+                    self._no_data = exc
+                    raise
             return self._scans[split]
+
+    def _scan(self, split: str, progress=None) -> Scan:
+        """Score PublicTest (to tune the suspect score) and ``split`` with the audit's ensemble,
+        reporting per model and per batch of images."""
+        def phase(start: float, width: float):
+            if progress is None:
+                return None
+            return lambda fraction, message: progress(start + width * fraction, desc=message)
+
+        # FER2013-trained models only: the suspect score is checked against the FER+ votes, so a
+        # model trained on FER+ labels would be grading its own answer key
+        models = [self.registry.get(n) for n in audit_ensemble(self.registry.names(labels="fer2013"))]
+        if not models:
+            raise gr.Error(self.registry.missing_message())
+        valid = audit(models, "valid", self.source, progress=False,
+                      on_progress=phase(0.0, 0.45))  # PublicTest tunes the suspect score
+        weights = tune_suspect_weights(valid) if valid.ferplus_votes is not None else valid.weights
+        valid.weights = weights
+        result = audit(models, split, self.source, progress=False, weights=weights,
+                       on_progress=phase(0.5, 0.5))
+        return Scan(result, tune_suspect_threshold(valid), result.suspect_score)
 
 
 def _probs(scan: Scan, model: str) -> np.ndarray:
@@ -118,12 +134,23 @@ def browse(store: AuditStore, split: str, model: str, true_cls: str, pred_cls: s
     try:
         scan = store.get(split, progress)
     except DataSourceError as exc:
-        raise gr.Error(f"{exc}") from exc
+        return [], no_data_message(exc), None, [], 1
     indices = select_rows(scan, model, true_cls, pred_cls, view, conf_min, conf_max, sort)
     items, page, pages, shown = _gallery(scan, model, indices, page)
     status = (f"**{len(indices)}** of {len(scan.result.labels)} {split} images match · page {page} of {pages} · "
               f"suspected mislabeled = suspect score >= {scan.threshold:.2f} (tuned on PublicTest against FER+)")
     return items, status, confusion_frame(scan, model), shown.tolist(), page
+
+
+def no_data_message(exc: Exception) -> str:
+    """The whole reason, once, with the command that fixes it (angle brackets escaped: Markdown
+    would take ``<emotion>`` for an HTML tag and drop it)."""
+    why = html.escape(str(exc))
+    return ("**The Dataset browser needs FER2013, and none was found.** Start the lab with a local copy:\n\n"
+            "```\nFERLAB_DATA=/path/to/fer2013 make app\n```\n\n"
+            "`FERLAB_DATA` is a folder of `train/valid/test.parquet` files (with the FER+ votes for the "
+            "label audit), Kaggle-style image folders (`train/&lt;emotion&gt;/*.jpg`, `test/&lt;emotion&gt;/*.jpg`), "
+            f"or a Hugging Face dataset id. Every other tab works without it.\n\n*Details:* {why}")
 
 
 def reason(scan: Scan, i: int) -> str:
@@ -210,8 +237,9 @@ def build(registry: ModelRegistry, models: list[str]):
     with gr.Tab("Dataset browser"):
         gr.Markdown("FER2013 has label noise. Browse the models' errors and the images whose **label** is "
                     "probably wrong, ranked by how strongly the models contradict it, checked against the FER+ "
-                    "re-annotation. The first scan scores the split once (cached on disk afterwards). "
-                    "No data here? Set `FERLAB_DATA` to a local FER2013 copy (parquet files or Kaggle folders).")
+                    "re-annotation. The first scan scores PublicTest and the split with the audit's models (cached "
+                    "on disk afterwards); filters then apply at once. Needs FER2013: "
+                    "`FERLAB_DATA=/path/to/fer2013 make app`.")
         with gr.Row():
             split = gr.Dropdown(["test", "valid", "test_full"], value="test", label="split")
             model = gr.Dropdown([ENSEMBLE] + models, value=ENSEMBLE, label="model")

@@ -64,20 +64,29 @@ def describe(faces: list, show_cam: bool) -> str:
             if face.note:
                 text += " " + face.note
         lines.append(text)
-    if len(faces) > 1:
-        lines.append("The bars show face 1.")
     return "\n\n".join(lines)
 
 
 @user_errors
 def classify_image(registry: ModelRegistry, image, model_name: str, show_cam: bool = True, alpha: float = 0.45,
                    fallback: bool = False):
-    """Upload or snapshot -> (annotated image, probabilities of the largest face, sentences)."""
+    """Upload or snapshot -> (annotated image, probabilities of the largest face, sentences,
+    face picker update, every face's probabilities): the bars show one face at a time, face 1 first."""
     frame = require_image(image)
     model = registry.get(model_name)
     annotated, faces = _analyse(model, frame, show_cam, alpha, fallback)
-    bars = probs_dict(faces[0].shown_probabilities) if faces else None
-    return annotated, bars, describe(faces, show_cam)
+    per_face = [probs_dict(f.shown_probabilities) for f in faces]
+    picker = gr.update(choices=[str(i + 1) for i in range(len(faces))], value="1" if faces else None,
+                       visible=len(faces) > 1)
+    return annotated, per_face[0] if per_face else None, describe(faces, show_cam), picker, per_face
+
+
+def face_bars(choice: str | None, per_face: list):
+    """The picked face's probabilities (the bars follow the face picker)."""
+    if not per_face:
+        return None
+    index = int(choice) - 1 if choice and str(choice).isdigit() else 0
+    return per_face[min(max(index, 0), len(per_face) - 1)]
 
 
 def classify_stream(registry: ModelRegistry, frame, model_name: str, show_cam: bool = True, alpha: float = 0.45,
@@ -195,13 +204,18 @@ def build(registry: ModelRegistry, models: list[str]):
                 image = SafeImage(label="photo", elem_id="classify-input")
                 annotated = OutputImage(label="faces", elem_id="classify-output")
             with gr.Row():
-                bars = gr.Label(num_top_classes=7, label="probabilities", elem_id="classify-label")
+                with gr.Column():
+                    picker = gr.Radio([], label="probabilities of face", visible=False, elem_id="classify-face")
+                    bars = gr.Label(num_top_classes=7, label="probabilities", elem_id="classify-label")
                 sentence = gr.Markdown(elem_id="classify-sentence")
+            per_face = gr.State([])
             button = gr.Button("Classify", variant="primary", elem_id="classify-button")
             handler = gpu(functools.partial(classify_image, registry))
             inputs = [image, model, show_cam, alpha, fallback]
-            button.click(handler, inputs, [annotated, bars, sentence], api_name="classify")
-            image.upload(handler, inputs, [annotated, bars, sentence])
+            outputs = [annotated, bars, sentence, picker, per_face]
+            button.click(handler, inputs, outputs, api_name="classify")
+            image.upload(handler, inputs, outputs)
+            picker.change(face_bars, [picker, per_face], bars)
             examples = example_images()
             if examples:
                 gr.Examples(examples, inputs=image, label="examples: NASA's public-domain astronaut portrait, "

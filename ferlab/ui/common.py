@@ -168,8 +168,12 @@ class OutputImage(gr.Image):
 
 
 class OutputGallery(gr.Gallery):
-    """``gr.Gallery`` whose images are saved through :func:`publish_image`."""
+    """``gr.Gallery`` whose images are saved through :func:`publish_image`, shown whole
+    (``object_fit="contain"``: the default cover crop cut mouths and chins off the overlays)."""
     is_template = True
+
+    def __init__(self, *args, object_fit: str = "contain", **kwargs):
+        super().__init__(*args, object_fit=object_fit, **kwargs)
 
     def postprocess(self, value):
         if value:

@@ -54,8 +54,12 @@ def build(registry: ModelRegistry, models: list[str]):
                 button = gr.Button("Show every layer", variant="primary", elem_id="layers-button")
         caption = gr.Markdown(elem_id="layers-caption")
         grad_gallery = OutputGallery(label="Grad-CAM at every layer (shallow → deep)", columns=8, height=240, elem_id="layers-gallery")
-        cam_gallery = OutputGallery(label="CAM", columns=8, height=240)
+        # plain CAM needs global pooling + one linear layer: the gallery shows only for models that have it
+        cam_gallery = OutputGallery(label="CAM", columns=8, height=240,
+                                    visible=bool(first and first.get("supports_cam")))
         act_gallery = OutputGallery(label="top activation maps", columns=8, height=240)
         model.change(functools.partial(layer_choices, registry), model, act_layer)
+        model.change(lambda name: gr.update(visible=bool(name and registry.card(name).get("supports_cam"))),
+                     model, cam_gallery)
         button.click(gpu(functools.partial(layer_grid, registry)), [image, model, target, act_layer, alpha],
                      [grad_gallery, cam_gallery, act_gallery, caption], api_name="layers")

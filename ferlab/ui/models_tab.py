@@ -46,18 +46,22 @@ def model_details(registry: ModelRegistry, name: str):
     regions = RESULTS / "regions" / f"{name}.md"
     return (text, str(curves) if curves.exists() else None,
             str(confusion) if confusion.exists() else None,
-            regions.read_text() if regions.exists() else "*No region analysis yet: run benchmarks/region_findings.py.*")
+            regions.read_text() if regions.exists() else "*No region analysis yet: run `python -m benchmarks.region_findings`.*")
 
 
 def build(registry: ModelRegistry, models: list[str]):
     with gr.Tab("Models"):
         gr.Markdown(overview(registry), elem_id="models-overview")
-        pick = gr.Dropdown(models, value=registry.default(), label="model card")
-        card = gr.Markdown()
+        default = registry.default()
+        # the default model's card is filled in at build time: images given a value only after the
+        # page loads rendered 0 px high until another model was picked
+        first = model_details(registry, default) if default else ("", None, None, "")
+        pick = gr.Dropdown(models, value=default, label="model card")
+        card = gr.Markdown(first[0])
         with gr.Row():
-            curves = gr.Image(label="training curves", type="filepath")
-            confusion = gr.Image(label="confusion matrix (PrivateTest)", type="filepath")
-        regions = gr.Markdown()
+            curves = gr.Image(first[1], label="training curves", type="filepath", height=360)
+            confusion = gr.Image(first[2], label="confusion matrix (PrivateTest)", type="filepath", height=360)
+        regions = gr.Markdown(first[3])
         outputs = [card, curves, confusion, regions]
         pick.change(functools.partial(model_details, registry), pick, outputs)
         return pick, outputs
