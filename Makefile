@@ -36,13 +36,14 @@ space: $(VENV)/.installed
 
 # Every results/*.md, regenerated on this machine (needs the checkpoints and the data).
 bench: $(VENV)/.installed
-	$(PY) benchmarks/models.py
-	$(PY) benchmarks/explain_speed.py --out results/explain_speed.md
-	$(PY) benchmarks/region_findings.py
-	$(PY) benchmarks/app_speed.py --out results/app_speed.md
-	$(PY) benchmarks/audit_speed.py --out results/audit_speed.md
-	$(PY) benchmarks/mislabel.py --out results/mislabel.md
-	$(PY) benchmarks/storage.py --out results/storage.md
-	$(PY) benchmarks/load.py --out results/load.md
-	$(PY) benchmarks/face_framing.py
-	$(PY) benchmarks/photo_pipeline.py --split test --out results/photo_pipeline.md
+	$(PY) -m benchmarks.models --out results/models.md
+	$(PY) -m benchmarks.explain_speed --out results/explain_speed.md
+	$(PY) -m benchmarks.region_findings
+	$(PY) -m benchmarks.app_speed --out results/app_speed.md
+	$(PY) -m benchmarks.browser_stream --out results/browser_stream.md
+	$(PY) -m benchmarks.audit_speed --out results/audit_speed.md
+	$(PY) -m benchmarks.mislabel --out results/mislabel.md
+	$(PY) -m benchmarks.storage --out results/storage.md
+	$(PY) -m benchmarks.load --out results/load.md
+	$(PY) -m benchmarks.face_framing
+	$(PY) -m benchmarks.photo_pipeline --split test --out results/photo_pipeline.md

@@ -36,6 +36,8 @@ def main(argv=None):
     parser = checkpoints_parser(__doc__)
     parser.add_argument("--merge", action="store_true",
                         help="keep the rows of --out for models not named by --checkpoint")
+    parser.add_argument("--drop-missing", action="store_true",
+                        help="with --merge: drop the rows of models that are no longer checkpoints (retired)")
     args = parser.parse_args(argv)
     if args.merge and not (args.out and args.checkpoint):
         parser.error("--merge needs --out (the table to merge into) and --checkpoint (the models to re-measure)")
@@ -81,19 +83,23 @@ def main(argv=None):
             size = (folder / WEIGHTS_FILE).stat().st_size / 2**20
             lines.append(f"| vgg19 (untrained, size only) | {storage} | {size:.1f} MB | | | |")
     if args.merge and Path(args.out).exists():
-        lines = merge_rows(Path(args.out).read_text().splitlines(), lines)
+        lines = merge_rows(Path(args.out).read_text().splitlines(), lines,
+                           present=set(list_models()) if args.drop_missing else None)
     report("\n".join(lines) + "\n", args.out)
 
 
-def merge_rows(old: list[str], new: list[str]) -> list[str]:
+def merge_rows(old: list[str], new: list[str], present: set[str] | None = None) -> list[str]:
     """One table from ``new`` (header first) and the rows of ``old`` for models ``new`` does not
-    measure: grouped by model in alphabetical order, the size-only rows last."""
+    measure (and, given ``present``, that are still checkpoints): grouped by model in alphabetical
+    order, the size-only rows last."""
     def model(row):
         return row.split(" | ")[0].removeprefix("| ")
 
     header, fresh = new[:2], new[2:]
     measured = {model(row) for row in fresh}
-    kept = [row for row in old[2:] if row.startswith("| ") and model(row) not in measured]
+    kept = [row for row in old if row.startswith("| ") and not row.startswith("| model |")
+            and model(row) not in measured
+            and (present is None or model(row) in present or "(untrained" in model(row))]
     rows = kept + fresh
     order = sorted({model(row) for row in rows}, key=lambda m: ("(untrained" in m, m))
     return header + [row for m in order for row in rows if model(row) == m]

@@ -134,6 +134,13 @@ def find_faces(image, *, detector: FaceDetector | None = None, min_face: int | N
     return Faces(frame, gray, locations)
 
 
+def relocate(image, locations: list[FaceLocation]) -> Faces:
+    """``image`` with faces at the given locations, without searching: a live stream searches every
+    other frame and keeps the previous frame's locations in between."""
+    frame = to_rgb_frame(image)
+    return Faces(frame, cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), list(locations))
+
+
 def classify_faces(model, faces: Faces, explain: str | None = None, *, layer: str | None = None, target=None,
                    **options) -> list[FaceResult]:
     """Classify (and with ``explain``, explain) every located face in one batch.
@@ -238,4 +245,4 @@ def largest_face_probabilities(model, images, detect: bool = True) -> np.ndarray
 
 
 __all__ = ["DEFAULT_MODEL", "FaceLocation", "FaceResult", "Faces", "Framing", "analyze", "classify_faces",
-           "find_faces", "largest_face_probabilities", "resolve_model"]
+           "find_faces", "largest_face_probabilities", "relocate", "resolve_model"]

@@ -196,8 +196,8 @@ def test_first_scan_reports_progress_per_model_and_batch(browser_store, tmp_path
 
 
 def test_no_data_is_said_once_in_full_with_the_command(browser_store, tmp_path):
-    """Without data: the whole message, ``<emotion>`` escaped, the command to run; the second click
-    does not wait for the data source again."""
+    """Without data: the whole message, ``<emotion>`` shown as written, the command to run; the
+    second click does not wait for the data source again."""
     from ferlab.data import DataSourceError
     calls = []
     store = AuditStore(browser_store.registry, source=str(tmp_path / "missing"))
@@ -212,7 +212,8 @@ def test_no_data_is_said_once_in_full_with_the_command(browser_store, tmp_path):
                                                        "index", 1, progress=lambda *a, **k: None)
         assert items == [] and shown == [] and confusion is None
         assert "FERLAB_DATA=/path/to/fer2013 make app" in status
-        assert "&lt;emotion&gt;" in status and "<emotion>" not in status
+        assert "`train/<emotion>/*.jpg`" in status  # in code: shown as written
+        assert "<" not in status.split("*Details:*")[1]  # in text: escaped, never taken for a tag
     assert calls == ["test"]
     with pytest.raises(DataSourceError):
         store.get("valid")

@@ -76,3 +76,36 @@ def test_upload_classify_and_every_tab(app_url, tmp_path):
         page.wait_for_selector(f"#models-overview :text('{list_models(folder_of_models)[-1]}')", timeout=30_000)
         page.screenshot(path=str(shots / "models.png"), full_page=True)
         browser.close()
+
+
+def test_live_webcam_frames_arrive(app_url, tmp_path):
+    """A fake camera streams through the Live webcam tab: annotated frames arrive in the page."""
+    from benchmarks.browser_stream import browser_fps, camera_frames, write_y4m
+    app_url, _ = app_url
+    camera = write_y4m(tmp_path / "camera.y4m", camera_frames(30))
+    fps, _ = browser_fps(app_url, camera, seconds=3, warmup=3, grad_cam=True)
+    assert fps > 1, fps
+
+
+def test_dataset_browser_without_data_says_so_once_in_full(tmp_path):
+    """No data: the whole message with the command to run, angle brackets shown, on every click."""
+    folder = write_tiny_checkpoints(tmp_path / "ck")
+    proc, url = start_app(str(folder), log_path=str(tmp_path / "app.log"), timeout=90,
+                          extra_env={"FERLAB_DATA": str(tmp_path / "no-data-here")})
+    try:
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run", "--disable-quic"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url, wait_until="domcontentloaded")
+            page.get_by_role("tab", name="Dataset browser").click()
+            for _ in range(2):
+                page.locator("#browser-scan").click()
+                page.wait_for_selector("#browser-status :text('FERLAB_DATA=/path/to/fer2013 make app')",
+                                       timeout=60_000)
+            assert "train/<emotion>/*.jpg" in page.locator("#browser-status").inner_text()
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

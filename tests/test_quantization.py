@@ -126,6 +126,10 @@ def test_storage_benchmark_scores_gptq_beside_nearest_rounding(tiny_source, tmp_
     assert [line.split(" | ")[1] for line in merged[2:6]] == ["float32", "float16", "int8", "int8 gptq"]
     assert all(line.startswith(f"| {folder} |") for line in merged[2:6])
     assert merged[6] == kept and merged[-2:] == lines[-2:]  # the size-only rows stay last
+    # --drop-missing: a model that is no longer a checkpoint (retired) leaves the table
+    from benchmarks.storage import merge_rows
+    assert kept not in merge_rows(merged, merged[:2], present={str(folder)})
+    assert kept in merge_rows(merged, merged[:2], present={"zzz_other"})
 
 
 def test_gptq_codes_do_not_depend_on_the_callers_memory_layout(monkeypatch):

@@ -149,7 +149,7 @@ def no_data_message(exc: Exception) -> str:
     return ("**The Dataset browser needs FER2013, and none was found.** Start the lab with a local copy:\n\n"
             "```\nFERLAB_DATA=/path/to/fer2013 make app\n```\n\n"
             "`FERLAB_DATA` is a folder of `train/valid/test.parquet` files (with the FER+ votes for the "
-            "label audit), Kaggle-style image folders (`train/&lt;emotion&gt;/*.jpg`, `test/&lt;emotion&gt;/*.jpg`), "
+            "label audit), Kaggle-style image folders (`train/<emotion>/*.jpg`, `test/<emotion>/*.jpg`), "
             f"or a Hugging Face dataset id. Every other tab works without it.\n\n*Details:* {why}")
 
 

@@ -168,12 +168,10 @@ class OutputImage(gr.Image):
 
 
 class OutputGallery(gr.Gallery):
-    """``gr.Gallery`` whose images are saved through :func:`publish_image`, shown whole
-    (``object_fit="contain"``: the default cover crop cut mouths and chins off the overlays)."""
+    """``gr.Gallery`` whose images are saved through :func:`publish_image`.  Pass
+    ``object_fit="contain"`` for overlays (the default cover crop cuts mouths and chins off);
+    Gradio reads a component's options from its constructor, so this class adds none."""
     is_template = True
-
-    def __init__(self, *args, object_fit: str = "contain", **kwargs):
-        super().__init__(*args, object_fit=object_fit, **kwargs)
 
     def postprocess(self, value):
         if value:

@@ -84,7 +84,7 @@ def build(registry: ModelRegistry, models: list[str]):
                 alpha = gr.Slider(0, 1, value=0.5, step=0.05, label="overlay opacity")
                 button = gr.Button("Compare", variant="primary", elem_id="compare-button")
         gallery = OutputGallery(label="Grad-CAM at each model's default layer", columns=4, height="auto",
-                                elem_id="compare-gallery")
+                                object_fit="contain", elem_id="compare-gallery")
         table = gr.Markdown(elem_id="compare-table")
         button.click(gpu(functools.partial(compare_models, registry)), [image, chosen, alpha], [gallery, table],
                      api_name="compare")

@@ -53,11 +53,12 @@ def build(registry: ModelRegistry, models: list[str]):
                 alpha = gr.Slider(0, 1, value=0.5, step=0.05, label="overlay opacity")
                 button = gr.Button("Show every layer", variant="primary", elem_id="layers-button")
         caption = gr.Markdown(elem_id="layers-caption")
-        grad_gallery = OutputGallery(label="Grad-CAM at every layer (shallow → deep)", columns=8, height=240, elem_id="layers-gallery")
+        grad_gallery = OutputGallery(label="Grad-CAM at every layer (shallow → deep)", columns=8, height=240,
+                                     object_fit="contain", elem_id="layers-gallery")
         # plain CAM needs global pooling + one linear layer: the gallery shows only for models that have it
-        cam_gallery = OutputGallery(label="CAM", columns=8, height=240,
+        cam_gallery = OutputGallery(label="CAM", columns=8, height=240, object_fit="contain",
                                     visible=bool(first and first.get("supports_cam")))
-        act_gallery = OutputGallery(label="top activation maps", columns=8, height=240)
+        act_gallery = OutputGallery(label="top activation maps", columns=8, height=240, object_fit="contain")
         model.change(functools.partial(layer_choices, registry), model, act_layer)
         model.change(lambda name: gr.update(visible=bool(name and registry.card(name).get("supports_cam"))),
                      model, cam_gallery)
