@@ -29,6 +29,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 from benchmarks import report as write_report
+from ferlab.ui.browser_tab import ENSEMBLE
 
 
 def free_port() -> int:
@@ -93,8 +94,7 @@ def requests_for(images: list[str], models: list[str], with_browser: bool) -> li
             out.append(("/compare", (handle_file(img), models[:2], 0.5)))
     if with_browser:
         for view in ("misclassified", "suspected mislabeled", "correct"):
-            out.append(("/browse", ("test", "ensemble (mean of all models)", "all", "all", view, 0.0, 1.0,
-                                    "suspect score", 1)))
+            out.append(("/browse", ("test", ENSEMBLE, "all", "all", view, 0.0, 1.0, "suspect score", 1)))
     return out
 
 

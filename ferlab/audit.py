@@ -71,13 +71,27 @@ def _load_cached(path: Path, n: int):
     return None
 
 
+SHIPPED_AUDIT = "audit"  # checkpoints/<name>/audit/<weights hash>_<data fingerprint>.npz
+
+
+def shipped_probabilities_path(model: FERClassifier, data_fp: str) -> Path | None:
+    """Where a checkpoint keeps its own probabilities on a dataset (``--ship`` writes them): the
+    Dataset browser's first scan of FER2013 then reads them instead of running the model.  Keyed
+    by the weights' hash and the images' fingerprint, so other weights or other data never match."""
+    if model.path is None:
+        return None
+    return model.path / SHIPPED_AUDIT / f"{weights_hash(model)}_{data_fp}.npz"
+
+
 def cached_probabilities(model: FERClassifier, images: np.ndarray, data_fp: str, use_cache: bool = True,
-                         progress: bool = False, on_batch=None) -> np.ndarray:
+                         progress: bool = False, on_batch=None, use_shipped: bool = True) -> np.ndarray:
     path = cache_dir() / "audit" / f"{model.name}_{weights_hash(model)}_{data_fp}.npz"
-    if use_cache and path.exists():
-        probs = _load_cached(path, len(images))
-        if probs is not None:
-            return probs
+    shipped = shipped_probabilities_path(model, data_fp) if use_shipped else None
+    for candidate in ((path, shipped) if use_cache else ()):
+        if candidate is not None and candidate.exists():
+            probs = _load_cached(candidate, len(images))
+            if probs is not None:
+                return probs
     probs = predict_arrays(model.module, images, model.card, model.device, progress=progress, on_batch=on_batch)
     if use_cache:
         _atomic_save(path, probabilities=probs.astype(np.float32))
@@ -155,9 +169,10 @@ def _as_models(models) -> list[FERClassifier]:
 
 
 def audit(models, split: str = "test", source: str | None = None, use_cache: bool = True, progress: bool = True,
-          weights=DEFAULT_WEIGHTS, on_progress=None) -> AuditResult:
-    """Run one or more checkpoints over a split; probabilities cached on disk.  ``on_progress(fraction,
-    message)`` is called as the split is read and after each model's batches (a UI's progress bar)."""
+          weights=DEFAULT_WEIGHTS, on_progress=None, use_shipped: bool = True) -> AuditResult:
+    """Run one or more checkpoints over a split; probabilities cached on disk (and read from those
+    shipped beside a checkpoint, unless ``use_shipped`` is False).  ``on_progress(fraction, message)``
+    is called as the split is read and after each model's batches (a UI's progress bar)."""
     def say(fraction: float, message: str) -> None:
         if on_progress is not None:
             on_progress(min(max(fraction, 0.0), 1.0), message)
@@ -176,7 +191,7 @@ def audit(models, split: str = "test", source: str | None = None, use_cache: boo
         def batch_done(done, k=k, m=m, n=len(images)):
             say((k + done / n) / len(models), f"{m.name}: {done} of {n} {split} images")
         probabilities[m.name] = cached_probabilities(m, images, f"{data_fp}_{size}", use_cache, progress,
-                                                     on_batch=batch_done)
+                                                     on_batch=batch_done, use_shipped=use_shipped)
     say(1.0, f"{split}: {len(models)} model(s) scored")
     votes = majority = None
     if "ferplus_votes" in ds.column_names:
@@ -287,12 +302,24 @@ def main(argv=None):
                         help="with --images: classify the centre square of a picture with no face found")
     parser.add_argument("--out", required=True, help="CSV file to write")
     parser.add_argument("--no-cache", action="store_true")
+    parser.add_argument("--ship", action="store_true",
+                        help="also store each checkpoint's probabilities on this split beside its weights "
+                             "(checkpoints/<name>/audit/), for the Dataset browser's first scan")
     args = parser.parse_args(argv)
     if args.images:
         frame = score_folder(load_model(args.checkpoint[0]), Path(args.images), detect=not args.crops,
                              fallback=args.fallback)
     else:
-        frame = audit(args.checkpoint, args.split, args.source, use_cache=not args.no_cache).to_frame()
+        result = audit(args.checkpoint, args.split, args.source, use_cache=not args.no_cache)
+        frame = result.to_frame()
+        if args.ship:
+            data_fp = fingerprint(result.images, result.labels)
+            for model in _as_models(args.checkpoint):
+                size = int(model.card.get("input_size", 48))
+                target = shipped_probabilities_path(model, f"{data_fp}_{size}")
+                target.parent.mkdir(exist_ok=True)
+                _atomic_save(target, probabilities=result.probabilities[model.name].astype(np.float32))
+                print(f"shipped {target} ({len(result.labels)} images)", file=sys.stderr)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(args.out, index=False)
     print(f"wrote {len(frame)} rows to {args.out}", file=sys.stderr)

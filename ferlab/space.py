@@ -2,9 +2,10 @@
 
 The folder holds the app (``app.py`` and the ``ferlab`` package), a ``requirements.txt`` with the
 runtime dependencies only (from the installed package's metadata: no test or benchmark tools),
-the curated checkpoints, and a README whose YAML header is the Space's configuration.  Weights
-over the Hub's 10 MB plain-git limit are listed in ``.gitattributes`` for Xet/LFS storage, which
-``hf upload`` (or ``git push`` with git-xet) applies.  Deploy:
+the curated checkpoints, the licence, and a README whose YAML header is the Space's configuration.
+Binary files (weights, photos) are listed in ``.gitattributes`` for Xet/LFS storage, which ``hf
+upload`` (or ``git push`` with git-xet) applies: the Hub refuses binaries in plain git, and any
+file over 10 MB (``vgg19``'s weights are 19 MB).  Deploy:
 
     make space
     hf auth login
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from .audit import SHIPPED_AUDIT
 from .checkpoints import CARD_FILE, WEIGHTS_FILE, checkpoints_dir, list_models
 from .data import DEFAULT_HUB_ID
 from .zoo import SHIPPED
@@ -106,6 +108,8 @@ def export(dest: str | Path, checkpoints: str | Path | None = None, models: list
         raise SystemExit(f"no checkpoint {', '.join(missing) or 'at all'} in {source}")
     dest.mkdir(parents=True, exist_ok=True)
     _copy_package(dest)
+    if (PACKAGE.parent / "LICENSE").exists():
+        shutil.copy2(PACKAGE.parent / "LICENSE", dest / "LICENSE")
     large = []
     for name in chosen:
         out = dest / "checkpoints" / name
@@ -113,6 +117,8 @@ def export(dest: str | Path, checkpoints: str | Path | None = None, models: list
         for f in (WEIGHTS_FILE, CARD_FILE, "README.md"):
             if (source / name / f).exists():
                 shutil.copy2(source / name / f, out / f)
+        if (source / name / SHIPPED_AUDIT).is_dir():  # probabilities on FER2013, not images
+            shutil.copytree(source / name / SHIPPED_AUDIT, out / SHIPPED_AUDIT)
         if (out / WEIGHTS_FILE).stat().st_size > HUB_PLAIN_GIT_LIMIT:
             large.append(f"checkpoints/{name}/{WEIGHTS_FILE}")
     (dest / "requirements.txt").write_text(
@@ -121,7 +127,7 @@ def export(dest: str | Path, checkpoints: str | Path | None = None, models: list
     (dest / "README.md").write_text(space_readme(chosen, hardware, hub_models))
     # binary files through Xet/LFS: the Hub refuses binaries in plain git, and any file over 10 MB
     (dest / ".gitattributes").write_text("".join(f"*.{ext} filter=lfs diff=lfs merge=lfs -text\n"
-                                                 for ext in ("safetensors", "jpg", "jpeg", "png")))
+                                                 for ext in ("safetensors", "npz", "jpg", "jpeg", "png")))
     for path in large:
         print(f"{path}: over 10 MB, stored through Xet/LFS (.gitattributes)")
     print(f"wrote {dest} with {', '.join(chosen)}")

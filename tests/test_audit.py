@@ -1,4 +1,5 @@
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import torch
 
 import ferlab.audit as audit_mod
 from ferlab.audit import audit, ranking_metrics, suspect_scores, tune_suspect_threshold, tune_suspect_weights
-from ferlab.checkpoints import save_checkpoint
+from ferlab.checkpoints import load_model, save_checkpoint
 from ferlab.data import cache_dir
 from ferlab.labels import EMOTIONS
 from ferlab.ui.browser_tab import AuditStore, browse, detail_for, export_view, select_rows
@@ -193,6 +194,34 @@ def test_first_scan_reports_progress_per_model_and_batch(browser_store, tmp_path
     seen.clear()
     store.get("test", progress=lambda fraction, desc="": seen.append((fraction, desc)))
     assert seen == []  # a filter change never re-scans
+
+
+def test_shipped_probabilities_spare_the_first_scan_and_only_for_the_same_weights(trained_marks, flipped_source,
+                                                                                  tmp_path, monkeypatch):
+    """``ferlab-audit --ship`` stores a checkpoint's probabilities beside its weights; a cold scan of
+    the same data reads them without running the model, and other weights never match them."""
+    import ferlab.audit as audit_mod
+    folder = save_checkpoint(trained_marks.module, trained_marks.card, tmp_path / "ck" / "marks")
+    monkeypatch.setenv("FERLAB_CACHE", str(tmp_path / "cache1"))
+    audit_mod.main(["--checkpoint", str(folder), "--split", "test", "--source", str(flipped_source),
+                    "--out", str(tmp_path / "a.csv"), "--ship"])
+    shipped = list((folder / "audit").glob("*.npz"))
+    assert len(shipped) == 1
+    expected = audit(str(folder), "test", str(flipped_source), progress=False).probabilities["marks"]
+
+    monkeypatch.setenv("FERLAB_CACHE", str(tmp_path / "cache2"))  # cold: nothing in the user's cache
+    monkeypatch.setattr(audit_mod, "predict_arrays", lambda *a, **k: pytest.fail("the model ran"))
+    again = audit(str(folder), "test", str(flipped_source), progress=False).probabilities["marks"]
+    assert np.array_equal(again, expected)
+
+    other = tmp_path / "ck" / "other"
+    shutil.copytree(folder, other)
+    state = {k: v + 0.01 if v.is_floating_point() else v for k, v in trained_marks.module.state_dict().items()}
+    moved = load_model(other)
+    moved.module.load_state_dict(state)
+    save_checkpoint(moved.module, moved.card, other)
+    with pytest.raises(pytest.fail.Exception, match="the model ran"):
+        audit(str(other), "test", str(flipped_source), progress=False)
 
 
 def test_no_data_is_said_once_in_full_with_the_command(browser_store, tmp_path):

@@ -21,6 +21,15 @@ SCREENSHOTS = os.environ.get("FERLAB_SCREENSHOTS")
 CHECKPOINTS = os.environ.get("FERLAB_BROWSER_CHECKPOINTS")
 
 
+def open_page(p, url: str):
+    """Headless Debian Chromium (the flags keep it off the closed network) on ``url``."""
+    from benchmarks.browser_stream import CHROMIUM_FLAGS
+    browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url, wait_until="domcontentloaded")
+    return browser, page
+
+
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     folder = CHECKPOINTS or write_tiny_checkpoints(tmp_path_factory.mktemp("ckpts"))
@@ -38,11 +47,7 @@ def test_upload_classify_and_every_tab(app_url, tmp_path):
     shots = Path(SCREENSHOTS or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--disable-quic"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(app_url, wait_until="domcontentloaded")
+        browser, page = open_page(p, app_url)
 
         def run_tab(tab, prefix, wait_text, button=None, shows_image=None):
             """Open a tab, upload the face, press its button, wait for its main outputs."""
@@ -94,11 +99,7 @@ def test_dataset_browser_without_data_says_so_once_in_full(tmp_path):
                           extra_env={"FERLAB_DATA": str(tmp_path / "no-data-here")})
     try:
         with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run", "--disable-quic"])
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(url, wait_until="domcontentloaded")
+            browser, page = open_page(p, url)
             page.get_by_role("tab", name="Dataset browser").click()
             for _ in range(2):
                 page.locator("#browser-scan").click()

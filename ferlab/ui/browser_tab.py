@@ -38,8 +38,8 @@ class Scan:
 class AuditStore:
     """Audits computed once per split (probabilities cached on disk by ferlab.audit), kept in memory."""
 
-    def __init__(self, registry: ModelRegistry, source: str | None = None):
-        self.registry, self.source = registry, source
+    def __init__(self, registry: ModelRegistry, source: str | None = None, use_shipped: bool = True):
+        self.registry, self.source, self.use_shipped = registry, source, use_shipped
         self._scans: dict[str, Scan] = {}
         self._no_data: DataSourceError | None = None  # said once: later clicks do not wait for it again
         self._lock = threading.Lock()
@@ -69,12 +69,12 @@ class AuditStore:
         models = [self.registry.get(n) for n in audit_ensemble(self.registry.names(labels="fer2013"))]
         if not models:
             raise gr.Error(self.registry.missing_message())
-        valid = audit(models, "valid", self.source, progress=False,
-                      on_progress=phase(0.0, 0.45))  # PublicTest tunes the suspect score
+        valid = audit(models, "valid", self.source, progress=False, on_progress=phase(0.0, 0.45),
+                      use_shipped=self.use_shipped)  # PublicTest tunes the suspect score
         weights = tune_suspect_weights(valid) if valid.ferplus_votes is not None else valid.weights
         valid.weights = weights
         result = audit(models, split, self.source, progress=False, weights=weights,
-                       on_progress=phase(0.5, 0.5))
+                       on_progress=phase(0.5, 0.5), use_shipped=self.use_shipped)
         return Scan(result, tune_suspect_threshold(valid), result.suspect_score)
 
 
