@@ -94,6 +94,16 @@ def _copy_package(dest: Path) -> None:
     (dest / "app.py").write_text(APP_FILE)
 
 
+def _copy_model_results(name: str, dest: Path) -> None:
+    """What the Models tab shows beside a card: training curves, the PrivateTest confusion matrix
+    and the region findings (plots and tables; no face image)."""
+    results = PACKAGE.parent / "results"
+    for rel in (f"{name}/curves.png", f"{name}/test_confusion.png", f"regions/{name}.md", f"regions/{name}.png"):
+        if (results / rel).is_file():
+            (dest / "results" / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(results / rel, dest / "results" / rel)
+
+
 def export(dest: str | Path, checkpoints: str | Path | None = None, models: list[str] | None = None,
            hardware: str = "cpu-basic", hub_models: list[str] | None = None) -> Path:
     """Write the Space folder ``dest`` (refused if it exists and is not empty)."""
@@ -119,6 +129,7 @@ def export(dest: str | Path, checkpoints: str | Path | None = None, models: list
                 shutil.copy2(source / name / f, out / f)
         if (source / name / SHIPPED_AUDIT).is_dir():  # probabilities on FER2013, not images
             shutil.copytree(source / name / SHIPPED_AUDIT, out / SHIPPED_AUDIT)
+        _copy_model_results(name, dest)
         if (out / WEIGHTS_FILE).stat().st_size > HUB_PLAIN_GIT_LIMIT:
             large.append(f"checkpoints/{name}/{WEIGHTS_FILE}")
     (dest / "requirements.txt").write_text(

@@ -34,8 +34,9 @@ def test_export_writes_a_space_that_boots_from_its_own_folder(tmp_path):
     assert "not for decisions" in body or "decisions about people" in body
     assert "*.safetensors filter=lfs" in (dest / ".gitattributes").read_text()
     assert sorted(p.name for p in (dest / "checkpoints").iterdir()) == ["tiny_cnn", "tiny_mobilenet"]
-    images = [p for p in dest.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
-    assert {p.parent.name for p in images} <= {"assets"}  # only the licensed example photos
+    images = [p for p in dest.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg")]
+    assert {p.parent.name for p in images} <= {"assets"}  # photos: only the licensed examples
+    assert not [p for p in dest.rglob("*.png") if "results" not in p.parts]  # plots only, beside the cards
     assert (dest / "ferlab" / "assets" / "LICENSES.md").exists()
     with pytest.raises(SystemExit, match="not empty"):
         export(dest, checkpoints=ck)

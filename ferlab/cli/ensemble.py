@@ -1,6 +1,6 @@
 """Would a trained run help the shipped ensemble?  A selection step, on PublicTest only.
 
-    ferlab-ensemble --candidate runs/resnet_se_cosine [--candidate ...] [--pool cnn ...]
+    ferlab-ensemble --candidate runs/my_run [--candidate ...] [--pool ferlab_best resnet_se ...]
 
 Scores every model of the pool (default: each shipped checkpoint trained on the FER2013 labels)
 and each candidate (a run folder or a checkpoint name) on PublicTest with flip TTA, beside the
@@ -11,7 +11,6 @@ place in checkpoints/; PrivateTest is not read here (ferlab-ship reads it once, 
 import argparse
 import functools
 from pathlib import Path
-
 
 from ferlab.checkpoints import list_models, load_model, trained_labels
 from ferlab.evaluation import ensemble_accuracy, predict_arrays, select_ensemble

@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint:  ferlab-evaluate --checkpoint cnn --split test [--tta]
+"""Evaluate a checkpoint:  ferlab-evaluate --checkpoint ferlab_best --split test [--tta]
 
 Writes <out>/<split>[_tta].json (metrics), a confusion-matrix PNG (counts and row-normalized)
 and a classification report; ``--update-card`` stores the metrics in the checkpoint's card.
@@ -6,7 +6,6 @@ and a classification report; ``--update-card`` stores the metrics in the checkpo
 import argparse
 import json
 from pathlib import Path
-
 
 from ferlab.checkpoints import load_model, metrics_key, trained_labels, update_card
 from ferlab.data import SPLITS

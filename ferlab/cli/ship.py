@@ -4,7 +4,7 @@ labels it was trained on and, for PublicTest and PrivateTest, the other label se
 FER+ majority), and put its training log, curves, confusion matrices and classification reports
 in results/<name>/.
 
-    ferlab-ship --run runs/cnn [--name cnn] [--note "..."]
+    ferlab-ship --run runs/resnet_se [--name my_resnet] [--note "..."]
 
 The run must have been exported by ferlab-train (model.safetensors + card.json in the run
 folder).  This is the one place PrivateTest is read for a model: once, after selection.
@@ -12,7 +12,6 @@ folder).  This is the one place PrivateTest is read for a model: once, after sel
 import argparse
 import shutil
 from pathlib import Path
-
 
 from ferlab.cards import write_model_card
 from ferlab.checkpoints import CARD_FILE, WEIGHTS_FILE, checkpoints_dir, read_card, trained_labels, update_card
