@@ -143,8 +143,8 @@ def browse(store: AuditStore, split: str, model: str, true_cls: str, pred_cls: s
 
 
 def no_data_message(exc: Exception) -> str:
-    """The whole reason, once, with the command that fixes it (angle brackets escaped: Markdown
-    would take ``<emotion>`` for an HTML tag and drop it)."""
+    """The whole reason, once, with the command that fixes it.  Folder patterns go in code spans
+    and the error's own text is escaped: Markdown would take ``<emotion>`` for an HTML tag and drop it."""
     why = html.escape(str(exc))
     return ("**The Dataset browser needs FER2013, and none was found.** Start the lab with a local copy:\n\n"
             "```\nFERLAB_DATA=/path/to/fer2013 make app\n```\n\n"
