@@ -6,20 +6,20 @@ from pathlib import Path
 
 import pytest
 
-from ferlab.data import LOCAL_COPY
-from ferlab import load_model
-from ferlab.training import TrainConfig, train
-from tests.synthetic import write_parquet_source
-
-
 # The whole session writes its caches to a temporary folder, never the user's, and never
-# reaches for the network.
+# reaches for the network.  Set before anything imports datasets or huggingface_hub: they read
+# these once, at import (the offline flag set later left the Hub test retrying for 23 s).
 _SESSION_TMP = tempfile.mkdtemp(prefix="ferlab-tests-")
 atexit.register(shutil.rmtree, _SESSION_TMP, ignore_errors=True)
 os.environ["FERLAB_CACHE"] = os.path.join(_SESSION_TMP, "ferlab-cache")
 os.environ["HF_DATASETS_CACHE"] = os.path.join(_SESSION_TMP, "hf-datasets")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from ferlab import load_model  # noqa: E402
+from ferlab.data import LOCAL_COPY  # noqa: E402
+from ferlab.training import TrainConfig, train  # noqa: E402
+from tests.synthetic import write_parquet_source  # noqa: E402
 
 
 @pytest.fixture(scope="session")
