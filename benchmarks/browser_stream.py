@@ -106,12 +106,10 @@ def browser_fps(url: str, camera: Path, seconds: float, warmup: float, grad_cam:
     return len(shown) / ((end - start[1]) / 1000), float(np.median(np.diff(shown)))
 
 
-def server_fps(checkpoints: str | None, frames: list[np.ndarray], grad_cam: bool, repeats: int = 60) -> float:
+def server_fps(registry, model: str, frames: list[np.ndarray], grad_cam: bool, repeats: int = 60) -> float:
+    """Frames per second of the stream handler alone, called in this process one frame after another."""
     from ferlab.tracking import FaceTracker
     from ferlab.ui.classify import classify_stream
-    from ferlab.ui.common import ModelRegistry
-    registry = ModelRegistry(checkpoints)
-    model = registry.default()
     tracker = FaceTracker()
     for frame in frames[:5]:
         _, tracker = classify_stream(registry, frame, model, grad_cam, 0.45, tracker)
@@ -156,14 +154,15 @@ def main(argv=None):
             proc.terminate()
             proc.wait(timeout=30)
     from ferlab.ui.common import ModelRegistry
-    model = ModelRegistry(args.checkpoints).default()
+    registry = ModelRegistry(args.checkpoints)
+    model = registry.default()
     lines = [f"Live webcam, 640x480 fake camera in headless Chromium against the app on 127.0.0.1, `{model}`, "
              f"{device_label()}; Chromium runs on the same cores; {args.seconds:g} s counted after {args.warmup:g} s of "
              f"warm-up, median of {args.repeats} runs", "",
              "| Grad-CAM overlay | frames per second in the browser | median ms between frames | server-side handler alone, FPS | browser / server |",
              "|---|---|---|---|---|"]
     for grad_cam, fps, gap in rows:
-        server = server_fps(args.checkpoints, frames, grad_cam)
+        server = server_fps(registry, model, frames, grad_cam)
         lines.append(f"| {'on' if grad_cam else 'off'} | {fps:.1f} | {gap:.0f} | {server:.1f} | {fps / server:.2f} |")
     lines.append(f"| Gradio alone: a handler returning each frame unchanged | {echo_fps:.1f} | {echo_gap:.0f} | | |")
     report("\n".join(lines) + "\n", args.out)

@@ -1,6 +1,6 @@
 """What float16 and int8 storage cost in accuracy and save in bytes, per shipped checkpoint.
 
-    python -m benchmarks.storage [--checkpoint cnn ...] [--out results/storage.md [--merge]]
+    python -m benchmarks.storage [--checkpoint NAME ...] [--out results/storage.md [--merge [--drop-missing]]]
 
 Each checkpoint's float32 weights are saved with every storage (``ferlab.checkpoints.save_checkpoint``)
 and loaded back through ``load_model``, side by side in one run (``int8 gptq``: the int8 file with

@@ -84,17 +84,30 @@ def shipped_probabilities_path(model: FERClassifier, data_fp: str) -> Path | Non
 
 
 def cached_probabilities(model: FERClassifier, images: np.ndarray, data_fp: str, use_cache: bool = True,
-                         progress: bool = False, on_batch=None, use_shipped: bool = True) -> np.ndarray:
+                         progress: bool = False, on_batch=None, use_shipped: bool = True,
+                         ship: bool = False) -> np.ndarray:
+    """``model``'s probabilities on ``images`` (fingerprint ``data_fp``): from the user's cache, else
+    from those shipped beside the checkpoint, else computed and cached.  ``ship`` also stores them
+    beside the checkpoint (``shipped_probabilities_path``)."""
     path = cache_dir() / "audit" / f"{model.name}_{weights_hash(model)}_{data_fp}.npz"
-    shipped = shipped_probabilities_path(model, data_fp) if use_shipped else None
-    for candidate in ((path, shipped) if use_cache else ()):
-        if candidate is not None and candidate.exists():
-            probs = _load_cached(candidate, len(images))
-            if probs is not None:
-                return probs
-    probs = predict_arrays(model.module, images, model.card, model.device, progress=progress, on_batch=on_batch)
+    shipped = shipped_probabilities_path(model, data_fp)
+    if ship and shipped is None:
+        raise ValueError(f"{model.name} was not loaded from a checkpoint folder: nowhere to ship its probabilities")
+    probs = None
     if use_cache:
-        _atomic_save(path, probabilities=probs.astype(np.float32))
+        for candidate in (path, shipped if use_shipped else None):
+            if candidate is not None and candidate.exists():
+                probs = _load_cached(candidate, len(images))
+                if probs is not None:
+                    break
+    if probs is None:
+        probs = predict_arrays(model.module, images, model.card, model.device, progress=progress,
+                               on_batch=on_batch)
+        if use_cache:
+            _atomic_save(path, probabilities=probs.astype(np.float32))
+    if ship:
+        shipped.parent.mkdir(exist_ok=True)
+        _atomic_save(shipped, probabilities=probs.astype(np.float32))
     return probs
 
 
@@ -169,10 +182,11 @@ def _as_models(models) -> list[FERClassifier]:
 
 
 def audit(models, split: str = "test", source: str | None = None, use_cache: bool = True, progress: bool = True,
-          weights=DEFAULT_WEIGHTS, on_progress=None, use_shipped: bool = True) -> AuditResult:
+          weights=DEFAULT_WEIGHTS, on_progress=None, use_shipped: bool = True, ship: bool = False) -> AuditResult:
     """Run one or more checkpoints over a split; probabilities cached on disk (and read from those
-    shipped beside a checkpoint, unless ``use_shipped`` is False).  ``on_progress(fraction, message)``
-    is called as the split is read and after each model's batches (a UI's progress bar)."""
+    shipped beside a checkpoint, unless ``use_shipped`` is False; ``ship`` writes them there).
+    ``on_progress(fraction, message)`` is called as the split is read and after each model's
+    batches (a UI's progress bar)."""
     def say(fraction: float, message: str) -> None:
         if on_progress is not None:
             on_progress(min(max(fraction, 0.0), 1.0), message)
@@ -191,7 +205,7 @@ def audit(models, split: str = "test", source: str | None = None, use_cache: boo
         def batch_done(done, k=k, m=m, n=len(images)):
             say((k + done / n) / len(models), f"{m.name}: {done} of {n} {split} images")
         probabilities[m.name] = cached_probabilities(m, images, f"{data_fp}_{size}", use_cache, progress,
-                                                     on_batch=batch_done, use_shipped=use_shipped)
+                                                     on_batch=batch_done, use_shipped=use_shipped, ship=ship)
     say(1.0, f"{split}: {len(models)} model(s) scored")
     votes = majority = None
     if "ferplus_votes" in ds.column_names:
@@ -310,16 +324,7 @@ def main(argv=None):
         frame = score_folder(load_model(args.checkpoint[0]), Path(args.images), detect=not args.crops,
                              fallback=args.fallback)
     else:
-        result = audit(args.checkpoint, args.split, args.source, use_cache=not args.no_cache)
-        frame = result.to_frame()
-        if args.ship:
-            data_fp = fingerprint(result.images, result.labels)
-            for model in _as_models(args.checkpoint):
-                size = int(model.card.get("input_size", 48))
-                target = shipped_probabilities_path(model, f"{data_fp}_{size}")
-                target.parent.mkdir(exist_ok=True)
-                _atomic_save(target, probabilities=result.probabilities[model.name].astype(np.float32))
-                print(f"shipped {target} ({len(result.labels)} images)", file=sys.stderr)
+        frame = audit(args.checkpoint, args.split, args.source, use_cache=not args.no_cache, ship=args.ship).to_frame()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(args.out, index=False)
     print(f"wrote {len(frame)} rows to {args.out}", file=sys.stderr)

@@ -18,11 +18,11 @@ import numpy as np
 
 from .explain.core import Explanation, explain_crops
 from .evaluation import predict_arrays
-from .zoo import DEFAULT_MODEL
 from .faces import (Box, FaceDetector, Framing, center_box, default_detector, eye_angle, landmark_transform,
                     frame_transform, to_rgb_frame, warp_crop)
 from .labels import EMOTIONS
 from .preprocess import InputError, as_batch, to_gray_batch, to_gray_uint8
+from .zoo import DEFAULT_MODEL
 
 MAX_FACES = 8           # faces analysed per photo, largest first
 FALLBACK_LAYERS = 2     # earlier layers tried when Grad-CAM finds no evidence at the default one

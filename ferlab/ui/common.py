@@ -26,8 +26,8 @@ from ..explain.core import COLORMAPS, color_heatmap
 from ..faces import to_rgb_frame
 from ..labels import EMOTIONS
 from ..pipeline import Faces, find_faces
-from ..zoo import default_model
 from ..preprocess import InputError
+from ..zoo import default_model
 
 log = logging.getLogger("ferlab.ui")
 DISPLAY = 240  # side of heatmap / face images in the UI

@@ -9,7 +9,7 @@ import gradio as gr
 from ..explain import ExplainError, explain, explain_layers
 from ..labels import EMOTIONS
 from .common import ModelRegistry, OutputGallery, SafeImage, colorize, gpu, largest_face, user_errors
-from .explain_tab import PREDICTED, _target, layer_choices
+from .explain_tab import PREDICTED, _target, applicable_methods, layer_choices
 
 
 @user_errors
@@ -39,6 +39,11 @@ def layer_grid(registry: ModelRegistry, image, model_name: str, target: str | No
     return grad_items, cam_items, act_items, caption
 
 
+def shows_cam(card: dict | None) -> bool:
+    """Whether the CAM gallery belongs on screen: CAM is among the methods that apply to the model."""
+    return card is not None and "cam" in applicable_methods(card)[0]
+
+
 def build(registry: ModelRegistry, models: list[str]):
     default = registry.default()
     with gr.Tab("Layers"):
@@ -55,12 +60,11 @@ def build(registry: ModelRegistry, models: list[str]):
         caption = gr.Markdown(elem_id="layers-caption")
         grad_gallery = OutputGallery(label="Grad-CAM at every layer (shallow → deep)", columns=8, height=240,
                                      object_fit="contain", elem_id="layers-gallery")
-        # plain CAM needs global pooling + one linear layer: the gallery shows only for models that have it
         cam_gallery = OutputGallery(label="CAM", columns=8, height=240, object_fit="contain",
-                                    visible=bool(first and first.get("supports_cam")))
+                                    visible=shows_cam(first))
         act_gallery = OutputGallery(label="top activation maps", columns=8, height=240, object_fit="contain")
         model.change(functools.partial(layer_choices, registry), model, act_layer)
-        model.change(lambda name: gr.update(visible=bool(name and registry.card(name).get("supports_cam"))),
+        model.change(lambda name: gr.update(visible=shows_cam(registry.card(name) if name else None)),
                      model, cam_gallery)
         button.click(gpu(functools.partial(layer_grid, registry)), [image, model, target, act_layer, alpha],
                      [grad_gallery, cam_gallery, act_gallery, caption], api_name="layers")

@@ -62,6 +62,4 @@ def build(registry: ModelRegistry, models: list[str]):
             curves = gr.Image(first[1], label="training curves", type="filepath", height=360)
             confusion = gr.Image(first[2], label="confusion matrix (PrivateTest)", type="filepath", height=360)
         regions = gr.Markdown(first[3])
-        outputs = [card, curves, confusion, regions]
-        pick.change(functools.partial(model_details, registry), pick, outputs)
-        return pick, outputs
+        pick.change(functools.partial(model_details, registry), pick, [card, curves, confusion, regions])
