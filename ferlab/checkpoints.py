@@ -73,6 +73,7 @@ def base_card(model: FERNet, mean, std) -> dict:
         "explainable_layers": list(model.explainable_layers),
         "default_layer": model.default_layer,
         "supports_cam": model.supports_cam,
+        "tokens": model.tokens,
         "params": int(sum(p.numel() for p in model.parameters())),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "git_commit": git_commit(),

@@ -5,9 +5,14 @@ as uint8 tensors in a loader worker, normalized with the shared ``ferlab.preproc
 and fed channels-last to the model.  Every epoch writes a CSV row, the curves PNG and a
 resumable ``state.pt``; the best epoch on PublicTest (``valid``) is exported as a safetensors
 checkpoint with its model card.  Training never reads PrivateTest.
+
+The same loop runs as one process (CPU or GPU) or as N under ``torchrun`` (DistributedDataParallel;
+``ferlab.distributed`` holds the plumbing): the global batch stays ``batch_size``, each rank takes
+its share of it, and only rank 0 writes.  On CUDA it trains in mixed precision (``precision``).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -25,7 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms import v2
 
-from .checkpoints import STORAGE_DTYPES, base_card, decode_weights, encode_weights, pick_device, save_checkpoint
+from . import distributed
+from .checkpoints import STORAGE_DTYPES, base_card, decode_weights, encode_weights, save_checkpoint
 from .data import default_source, ferplus_labels, fingerprint, load_fer2013, to_arrays
 from .evaluation import predict_arrays
 from .labels import NUM_CLASSES
@@ -45,7 +51,7 @@ class TrainConfig:
     mean: list | None = None                         # normalization; default 0.5 (ImageNet for 3 channels)
     std: list | None = None
     augmentation: str = "basic"
-    batch_size: int = 64
+    batch_size: int | None = None                    # global batch (all processes); unset: 64, 256 on a GPU
     epochs: int = 50
     optimizer: str = "adam"                          # adam | adamw | sgd
     lr: float = 1e-3
@@ -77,6 +83,8 @@ class TrainConfig:
     int8_rounding: str = "nearest"                   # nearest | gptq (int8: rounding that compensates output error)
     labels: str = "fer2013"                          # fer2013 | ferplus (FER+ majority; rows without one dropped)
     loader_workers: int = 1
+    precision: str = "auto"                          # auto (bf16 or fp16 on CUDA, fp32 elsewhere) | fp32 | bf16 | fp16
+    sync_batchnorm: bool = False                     # several processes: BatchNorm over the global batch
 
     def __post_init__(self):
         # checked here, not in train(): a wrong config should fail before the data are decoded
@@ -99,6 +107,8 @@ class TrainConfig:
                 raise ValueError("distill_alpha must be in [0, 1] and distill_temperature > 0")
         elif self.distill_online:
             raise ValueError("distill_online needs teachers: set distill_from")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ValueError(f"precision {self.precision!r}: auto, fp32, bf16 or fp16")
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides) -> "TrainConfig":
@@ -148,19 +158,28 @@ class ClassWeightedCrossEntropy(nn.Module):
 
 class AugmentedBatches(torch.utils.data.Dataset):
     """Indexable by a list of indices: returns one augmented uint8 batch, its labels and, when
-    ``soft`` (teacher probabilities) is given, its rows for the same images."""
+    ``soft`` (teacher probabilities) is given, its rows for the same images.  Each image's random
+    augmentation is seeded by (seed, epoch, index), so it is the same in whichever process and
+    batch the image lands (a run on N processes sees the images one process would)."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform, soft: np.ndarray | None = None):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform, soft: np.ndarray | None = None,
+                 seed: int = 0, epoch: int = 0):
         self.images = torch.from_numpy(images).unsqueeze(1)  # (N, 1, H, W) uint8
         self.labels = torch.from_numpy(labels)
         self.soft = torch.from_numpy(soft) if soft is not None else None
         self.transform = transform
+        self.seed, self.epoch = seed, epoch
 
     def __len__(self):
         return len(self.labels)
 
+    def _augment(self, index: int) -> torch.Tensor:
+        torch.manual_seed(distributed.sample_seed(self.seed, self.epoch, index))
+        return self.transform(self.images[index])
+
     def __getitem__(self, indices):
-        batch = torch.stack([self.transform(img) for img in self.images[indices]])
+        with torch.random.fork_rng(devices=[]):  # the caller's random stream (dropout) is left as it was
+            batch = torch.stack([self._augment(int(i)) for i in indices])
         if self.soft is None:
             return batch, self.labels[indices]
         return batch, self.labels[indices], self.soft[indices]
@@ -170,14 +189,19 @@ def _worker_init(_):
     torch.set_num_threads(1)
 
 
-def make_loader(images, labels, cfg: TrainConfig, epoch: int, soft: np.ndarray | None = None):
-    dataset = AugmentedBatches(images, labels, augmentation(cfg.augmentation, images.shape[-1]), soft)
-    generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-    sampler = torch.utils.data.BatchSampler(torch.utils.data.RandomSampler(dataset, generator=generator),
-                                            cfg.batch_size, drop_last=True)
+def make_loader(images, labels, cfg: TrainConfig, epoch: int, soft: np.ndarray | None = None,
+                ctx: distributed.Context = distributed.Context(), batch_size: int = 64, pin_memory: bool = False):
+    """This rank's augmented batches of one epoch.  The epoch's permutation depends only on the seed
+    and the epoch; ``DistributedSampler`` deals it out so that the ranks' k-th batches together are
+    the k-th global batch of ``batch_size`` images."""
+    dataset = AugmentedBatches(images, labels, augmentation(cfg.augmentation, images.shape[-1]), soft, cfg.seed, epoch)
+    order = torch.utils.data.DistributedSampler(dataset, num_replicas=ctx.world, rank=ctx.rank, shuffle=True,
+                                                seed=cfg.seed * 100_003, drop_last=True)
+    order.set_epoch(epoch)
+    sampler = torch.utils.data.BatchSampler(order, batch_size // ctx.world, drop_last=True)
     return torch.utils.data.DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=cfg.loader_workers,
                                        worker_init_fn=_worker_init if cfg.loader_workers else None,
-                                       prefetch_factor=4 if cfg.loader_workers else None)
+                                       prefetch_factor=4 if cfg.loader_workers else None, pin_memory=pin_memory)
 
 
 def load_split(split: str, source: str, size: int, labels: str = "fer2013"):
@@ -249,14 +273,15 @@ def distillation_loss(logits: torch.Tensor, teacher_probs: torch.Tensor, tempera
 
 
 def load_teachers(teachers: list, images: np.ndarray, labels: np.ndarray, out: Path, resume: bool,
-                  tta: bool, online: bool) -> tuple[list, list, bool]:
+                  tta: bool, online: bool, device: torch.device | None = None,
+                  write: bool = True) -> tuple[list, list, bool]:
     """Load the teacher checkpoints and record them in ``out/teachers.json`` with the training data's
-    fingerprint; a resume whose teachers, their mode or the training data changed is refused.
-    Returns the models, per teacher its name, weights hash and mode, and whether this resumes a
-    run with the same teachers."""
+    fingerprint (``write``: rank 0 only); a resume whose teachers, their mode or the training data
+    changed is refused.  Returns the models, per teacher its name, weights hash and mode, and
+    whether this resumes a run with the same teachers."""
     from .audit import weights_hash
     from .checkpoints import load_model
-    models = [load_model(t) for t in teachers]  # on the GPU when there is one, like the student
+    models = [load_model(t, device=device) for t in teachers]  # on the student's device
     for m in models:
         if m.card["input_size"] != images.shape[-1]:
             raise ValueError(f"teacher {m.name} takes {m.card['input_size']}px inputs; the student {images.shape[-1]}px")
@@ -268,11 +293,12 @@ def load_teachers(teachers: list, images: np.ndarray, labels: np.ndarray, out: P
             raise ValueError(f"{out} was trained with {record_path.read_text().strip()}; this run has {record}: "
                              "start a new run folder")
         return models, info, True
-    record_path.write_text(json.dumps(record) + "\n")
+    if write:
+        record_path.write_text(json.dumps(record) + "\n")
     return models, info, False
 
 
-def record_start(initialized_from: dict, out: Path, resume: bool) -> None:
+def record_start(initialized_from: dict, out: Path, resume: bool, write: bool = True) -> None:
     """Record which weights ``init_from`` named in ``out/initialized_from.json``; a resume whose
     ``init_from`` now holds other weights (a checkpoint renamed or re-shipped under that name) is
     refused, since the export's card would otherwise credit the wrong start.  A run begun before
@@ -285,22 +311,30 @@ def record_start(initialized_from: dict, out: Path, resume: bool) -> None:
                              f"init_from {initialized_from['name']!r} now holds {initialized_from['weights_hash']}: "
                              "point init_from at the checkpoint it started from, or start a new run folder")
         return
-    record_path.write_text(json.dumps(initialized_from) + "\n")
+    if write:
+        record_path.write_text(json.dumps(initialized_from) + "\n")
 
 
 def teacher_probabilities(teachers: list, images: np.ndarray, labels: np.ndarray, out: Path, resume: bool,
-                          tta: bool = True) -> tuple[np.ndarray, list]:
+                          tta: bool = True, device: torch.device | None = None,
+                          ctx: distributed.Context = distributed.Context()) -> tuple[np.ndarray, list]:
     """Offline targets: mean (flip-TTA) probabilities of ``teachers`` on the (un-augmented)
     training images, cached in ``out`` so a resumed run trains on the same targets.  Each augmented
     view is then matched to its clean image's teacher output, which costs one pass instead of a
-    teacher forward per batch (``distill_online``)."""
-    models, info, same = load_teachers(teachers, images, labels, out, resume, tta, online=False)
+    teacher forward per batch (``distill_online``).  Several processes: rank 0 computes them, the
+    others read its file."""
     cache = out / "teacher_probs.npy"
+    if not ctx.is_main:
+        distributed.barrier(ctx)
+        return np.load(cache), load_teachers(teachers, images, labels, out, True, tta, False, device, write=False)[1]
+    models, info, same = load_teachers(teachers, images, labels, out, resume, tta, online=False, device=device)
     if same and cache.exists():
+        distributed.barrier(ctx)
         return np.load(cache), info
     probs = batch_teacher_probabilities(models, images, tta)
     np.save(str(cache) + ".tmp.npy", probs)
     os.replace(str(cache) + ".tmp.npy", cache)
+    distributed.barrier(ctx)
     return probs, info
 
 
@@ -311,13 +345,26 @@ def batch_teacher_probabilities(models: list, images: np.ndarray, tta: bool) -> 
                    axis=0).astype(np.float32)
 
 
-def hardware() -> str:
+def hardware(processes: int = 1) -> str:
     if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name(0)} (CUDA)"
+        gpu = f"{torch.cuda.get_device_name(0)} (CUDA)"
+        return gpu if processes == 1 else f"{processes} x {gpu}"
     # the vector ISA torch dispatches to (AVX2 / AVX512 on x86) moves CPU speed several-fold
     isa = torch.backends.cpu.get_cpu_capability()
-    return (f"{platform.processor() or platform.machine()} CPU ({isa}), {torch.get_num_threads()} threads, "
-            f"{os.cpu_count()} cores")
+    where = (f"{platform.processor() or platform.machine()} CPU ({isa}), {torch.get_num_threads()} threads, "
+             f"{os.cpu_count()} cores")
+    return where if processes == 1 else f"{processes} processes x {where}"
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a config's ``precision`` on ``device`` (``None``: float32 throughout)."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return None  # CPU: float32 is today's speed; bf16 autocast is slower on most CPUs
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"precision fp16 needs a CUDA GPU (this run is on {device.type}); use bf16 or fp32")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 def _export_card(model, cfg, mean, std, extra) -> dict:
@@ -328,11 +375,26 @@ def _export_card(model, cfg, mean, std, extra) -> dict:
 
 def train(cfg: TrainConfig, source: str | None = None, out_dir: str | Path | None = None,
           resume: bool = False, command: str | None = None, progress: bool = True) -> Path:
-    """Train ``cfg`` on ``train``, select on ``valid``, export the best epoch to ``out_dir``."""
+    """Train ``cfg`` on ``train``, select on ``valid``, export the best epoch to ``out_dir``.
+    Under ``torchrun`` every process calls this; rank 0 writes."""
+    ctx, device = distributed.setup()
+    try:
+        return _train(cfg, ctx, device, source, out_dir, resume, command, progress)
+    finally:
+        distributed.teardown(ctx)
+
+
+def _train(cfg, ctx, device, source, out_dir, resume, command, progress) -> Path:
     out = Path(out_dir or Path("runs") / cfg.name)
-    out.mkdir(parents=True, exist_ok=True)
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    distributed.barrier(ctx)
     source = str(source or default_source())
-    device = pick_device()
+    say = print if ctx.is_main else (lambda *a, **k: None)
+    batch_size = cfg.batch_size or (256 if device.type == "cuda" else 64)
+    if batch_size % ctx.world:
+        raise ValueError(f"batch_size {batch_size} (the global batch) must divide into {ctx.world} processes")
+    amp_dtype = autocast_dtype(cfg.precision, device)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     # read first, so that a resume under another config fails before the data and teachers load
@@ -351,28 +413,33 @@ def train(cfg: TrainConfig, source: str | None = None, out_dir: str | Path | Non
     # ---- model, loss, optimizer, schedule
     initialized_from = _initialize(model, cfg, card, cfg.init_from)[0] if cfg.init_from else None
     if initialized_from:
-        record_start(initialized_from, out, resume and state is not None)
+        record_start(initialized_from, out, resume and state is not None, write=ctx.is_main)
     soft, teachers, teacher_models = None, None, None
-    if cfg.distill_from and cfg.distill_online:
+    if cfg.distill_from and cfg.distill_online:  # each rank scores its own share of every batch
         teacher_models, teachers, _ = load_teachers(cfg.distill_from, train_x, train_y, out, resume,
-                                                    cfg.distill_tta, online=True)
+                                                    cfg.distill_tta, online=True, device=device, write=ctx.is_main)
     elif cfg.distill_from:
-        soft, teachers = teacher_probabilities(cfg.distill_from, train_x, train_y, out, resume, cfg.distill_tta)
-    model.to(device)
-    if device.type == "cpu":
-        model.to(memory_format=torch.channels_last)
+        soft, teachers = teacher_probabilities(cfg.distill_from, train_x, train_y, out, resume, cfg.distill_tta,
+                                               device, ctx)
+    if cfg.sync_batchnorm and ctx.distributed:
+        distributed.sync_batchnorm(model, device)
+    model.to(device, memory_format=torch.channels_last)
+    # DDP averages the gradients of the ranks' shares, which is the global batch's gradient
+    net = (torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+           if ctx.distributed else model)
     weight = balanced_class_weights(train_y).to(device) if cfg.class_weights == "balanced" else None
     criterion = ClassWeightedCrossEntropy(weight, cfg.label_smoothing)
     opt = make_optimizer(model.parameters(), cfg)
-    steps_per_epoch = len(train_y) // cfg.batch_size
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    steps_per_epoch = len(train_y) // batch_size
     scheduler, per_batch = make_scheduler(opt, cfg, steps_per_epoch)
     ema = torch.optim.swa_utils.AveragedModel(
         model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
     swa = torch.optim.swa_utils.AveragedModel(model, use_buffers=False) if cfg.swa_start else None
     mixers = [m(alpha=a, num_classes=NUM_CLASSES) for m, a in ((v2.MixUp, cfg.mixup), (v2.CutMix, cfg.cutmix)) if a]
-    mix = v2.RandomChoice(mixers) if mixers else None
+    mix = v2.RandomChoice(mixers) if mixers else None  # mixes within each rank's share of the batch
 
-    # ---- resume
+    # ---- resume (a state written by any number of processes resumes in any other)
     start_epoch, history = 0, []
     best = {"score": math.inf, "epoch": -1}
     bad_epochs, wall = 0, 0.0
@@ -385,17 +452,21 @@ def train(cfg: TrainConfig, source: str | None = None, out_dir: str | Path | Non
             ema.load_state_dict(state["ema"])
         if swa is not None and state.get("swa"):
             swa.load_state_dict(state["swa"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"])
         start_epoch, history, best = state["epoch"] + 1, state["history"], state["best"]
         bad_epochs, wall = state["bad_epochs"], state["wall_seconds"]
-        print(f"resumed {cfg.name} at epoch {start_epoch} (best {best})", flush=True)
+        say(f"resumed {cfg.name} at epoch {start_epoch} (best {best})", flush=True)
+    if ctx.rank:  # ranks draw their own dropout masks
+        torch.manual_seed(int(torch.randint(0, 2**62, (1,))) + ctx.rank)
 
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.time()
-        model.train()
+        net.train()
         loss_sum, correct, seen = 0.0, 0, 0
-        batches = make_loader(train_x, train_y, cfg, epoch, soft)
-        if progress:
+        batches = make_loader(train_x, train_y, cfg, epoch, soft, ctx, batch_size, pin_memory=device.type == "cuda")
+        if progress and ctx.is_main:
             from tqdm.auto import tqdm
             batches = tqdm(batches, total=steps_per_epoch, desc=f"{cfg.name} epoch {epoch + 1}/{cfg.epochs}",
                            leave=False, mininterval=1 if sys.stderr.isatty() else 60)
@@ -404,21 +475,26 @@ def train(cfg: TrainConfig, source: str | None = None, out_dir: str | Path | Non
             if teacher_models:
                 teacher = [torch.from_numpy(batch_teacher_probabilities(teacher_models, xb[:, 0].numpy(),
                                                                         cfg.distill_tta))]
-            x = normalize(xb, card).to(device)
-            y = yb.to(device)
+            x = normalize(xb.to(device, non_blocking=True), card)
+            y = yb.to(device, non_blocking=True)
             target = y
             if mix is not None:
                 x, target = mix(x, y)
-            if device.type == "cpu":
-                x = x.contiguous(memory_format=torch.channels_last)
-            logits = model(x)
-            loss = criterion(logits, target)
-            if teacher:  # the logged train_loss is this mixed objective
-                kd = distillation_loss(logits, teacher[0].to(device), cfg.distill_temperature)
-                loss = cfg.distill_alpha * kd + (1 - cfg.distill_alpha) * loss
+            x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
+                logits = net(x)
+                loss = criterion(logits.float(), target)
+                if weight is not None and ctx.distributed:
+                    # class-weighted mean over the global batch, not the mean of the ranks' means
+                    local = (F.one_hot(target, NUM_CLASSES).float() if target.dtype == torch.long else target) @ weight
+                    loss = loss * local.sum() * ctx.world / distributed.all_sum(ctx, local.sum().item())[0]
+                if teacher:  # the logged train_loss is this mixed objective
+                    kd = distillation_loss(logits.float(), teacher[0].to(device), cfg.distill_temperature)
+                    loss = cfg.distill_alpha * kd + (1 - cfg.distill_alpha) * loss
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             if per_batch:
                 scheduler.step()
             if ema is not None:
@@ -426,14 +502,17 @@ def train(cfg: TrainConfig, source: str | None = None, out_dir: str | Path | Non
             loss_sum += loss.item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)
+        loss_sum, correct, seen = distributed.all_sum(ctx, loss_sum, correct, seen)
 
-        # ---- validate on PublicTest
+        # ---- validate on PublicTest: each rank scores a share, all get every probability
         evaluated = ema.module if ema is not None else model
         if swa is not None and epoch + 1 >= cfg.swa_start:
             swa.update_parameters(model)
-            _recompute_batchnorm(swa.module, train_x, train_y, card, cfg, epoch, device)
+            _recompute_batchnorm(swa.module, train_x, train_y, card, cfg, epoch, device, ctx, batch_size)
             evaluated = swa.module
-        probs = predict_arrays(evaluated, valid_x, card, device)
+        distributed.broadcast_buffers(ctx, evaluated)  # rank 0's BatchNorm statistics, as DDP keeps them
+        part = distributed.shard(ctx, len(valid_y))
+        probs = distributed.gather_rows(ctx, predict_arrays(evaluated, valid_x[part], card, device))
         valid_loss = F.nll_loss(torch.log(torch.from_numpy(probs).clamp_min(1e-12)), torch.from_numpy(valid_y),
                                 weight=weight.cpu() if weight is not None else None).item()
         valid_acc = float((probs.argmax(1) == valid_y).mean())
@@ -444,32 +523,39 @@ def train(cfg: TrainConfig, source: str | None = None, out_dir: str | Path | Non
                "valid_loss": valid_loss, "valid_acc": valid_acc, "lr": opt.param_groups[0]["lr"],
                "seconds": round(time.time() - t0, 1)}
         history.append(row)
-        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+        say(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
 
         score = valid_loss if cfg.select_on == "loss" else -valid_acc
-        if score < best["score"]:
+        improved = score < best["score"]
+        if improved:
             best = {"score": score, "epoch": epoch + 1, "valid_acc": valid_acc, "valid_loss": valid_loss}
             bad_epochs = 0
-            save_checkpoint(evaluated, {"architecture": cfg.architecture, "config": evaluated.config}, out / "best")
         else:
             bad_epochs += 1
-
-        with open(log_path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(row))
-            writer.writeheader()
-            writer.writerows(history)
-        training_curves(history, out / "curves.png", title=cfg.name)
-        save_state(state_path, cfg, model, opt, scheduler, epoch, history, best, bad_epochs, wall, ema, swa)
+        if ctx.is_main:
+            if improved:
+                save_checkpoint(evaluated, {"architecture": cfg.architecture, "config": evaluated.config}, out / "best")
+            with open(log_path, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(row))
+                writer.writeheader()
+                writer.writerows(history)
+            training_curves(history, out / "curves.png", title=cfg.name)
+            save_state(state_path, cfg, model, opt, scheduler, epoch, history, best, bad_epochs, wall, ema, swa,
+                       scaler)
+        distributed.barrier(ctx)
         if cfg.early_stopping and bad_epochs >= cfg.early_stopping:
-            print(f"early stopping after epoch {epoch + 1}: no improvement for {bad_epochs} epochs", flush=True)
+            say(f"early stopping after epoch {epoch + 1}: no improvement for {bad_epochs} epochs", flush=True)
             break
 
-    return export_best(cfg, out, source, card, train_x, train_y, valid_x, valid_y, history, best, wall, command,
-                       initialized_from, teachers)
+    if ctx.is_main:
+        export_best(cfg, out, source, card, train_x, train_y, valid_x, valid_y, history, best, wall, command,
+                    initialized_from, teachers, ctx.world)
+    distributed.barrier(ctx)
+    return out
 
 
 def save_state(path: Path, cfg: TrainConfig, model, opt, scheduler, epoch: int, history: list, best: dict,
-               bad_epochs: int, wall: float, ema=None, swa=None) -> None:
+               bad_epochs: int, wall: float, ema=None, swa=None, scaler=None) -> None:
     """The resumable ``state.pt`` that ``train(..., resume=True)`` reads, written atomically;
     ``epoch`` is the 0-based index of the last finished epoch.  It keeps the config, so that a
     resume under another one is refused (``check_resumed_config``).
@@ -485,6 +571,7 @@ def save_state(path: Path, cfg: TrainConfig, model, opt, scheduler, epoch: int, 
              "scheduler": scheduler.state_dict() if scheduler is not None else {},
              "ema": ema.state_dict() if ema is not None else {},
              "swa": swa.state_dict() if swa is not None else {}, "rng": torch.get_rng_state(),
+             "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else {},
              "epoch": epoch, "history": history, "best": best, "bad_epochs": bad_epochs, "wall_seconds": wall}
     _atomic_torch_save(state, path)
     for old in path.parent.glob("optimizer-*.pt"):
@@ -558,18 +645,18 @@ def _initialize(model, cfg: TrainConfig, card: dict, checkpoint) -> tuple[dict, 
 
 
 @torch.no_grad()
-def _recompute_batchnorm(model, train_x, train_y, card, cfg, epoch, device):
+def _recompute_batchnorm(model, train_x, train_y, card, cfg, epoch, device, ctx=distributed.Context(), batch_size=64):
     """Averaged weights need their own BatchNorm statistics: one pass over this epoch's training
-    batches (same augmentation as training), as ``torch.optim.swa_utils.update_bn`` does."""
+    batches (same augmentation as training), as ``torch.optim.swa_utils.update_bn`` does.  Each
+    rank passes its share (synchronized BatchNorm averages them; otherwise rank 0's are kept)."""
     def inputs():
-        for xb, _ in make_loader(train_x, train_y, cfg, epoch):
-            x = normalize(xb, card).to(device)
-            yield x.contiguous(memory_format=torch.channels_last) if device.type == "cpu" else x
+        for xb, _ in make_loader(train_x, train_y, cfg, epoch, ctx=ctx, batch_size=batch_size):
+            yield normalize(xb.to(device), card).contiguous(memory_format=torch.channels_last)
     torch.optim.swa_utils.update_bn(inputs(), model)
 
 
 def export_best(cfg, out, source, card, train_x, train_y, valid_x, valid_y, history, best, wall, command,
-                initialized_from=None, teachers=None) -> Path:
+                initialized_from=None, teachers=None, processes: int = 1) -> Path:
     """Rebuild the best epoch, score it on valid, write weights + card to ``out``."""
     from safetensors.torch import load_file
 
@@ -592,7 +679,7 @@ def export_best(cfg, out, source, card, train_x, train_y, valid_x, valid_y, hist
                  "valid_size": int(len(valid_y))},
         "command": command,
         "training": {"epochs_run": len(history), "best_epoch": best["epoch"], "wall_seconds": round(wall, 1),
-                     "hardware": hardware(), "torch": torch.__version__,
+                     "hardware": hardware(processes), "torch": torch.__version__,
                      **({"initialized_from": initialized_from} if initialized_from else {}),
                      **({"distilled_from": teachers} if teachers else {})},
         "mflops": round(counter.get_total_flops() / 1e6, 2),

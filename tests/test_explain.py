@@ -14,7 +14,7 @@ from tests.synthetic import MARKS, face
 
 RNG = np.random.default_rng(0)
 IMAGE = RNG.integers(0, 256, (48, 48), dtype=np.uint8)
-PIXEL_METHODS = [m for m, c in METHODS.items() if not c.needs_layer]
+CNN_METHODS = sorted(m for m, c in METHODS.items() if "attention" not in c.requires)  # tests/test_vit.py: the rest
 
 
 def quadrant_mass(heatmap):
@@ -22,7 +22,7 @@ def quadrant_mass(heatmap):
     return heatmap[:h, :h].sum() / max(heatmap.sum(), 1e-12)
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("method", CNN_METHODS)
 def test_every_method_shape_range_and_fields(method):
     model = quadrant_model()
     e = explain(model, IMAGE, method, target=3)
@@ -73,8 +73,10 @@ def test_batches_and_layers_and_errors():
     with pytest.raises(ExplainError, match="CAM exists only"):
         explain(model, IMAGE, "cam", layer="features.1")
     cnn = wrap(create_model("cnn"), "cnn")
-    with pytest.raises(ExplainError, match="Use Grad-CAM instead"):
+    with pytest.raises(ExplainError, match="CAM needs global average pooling"):
         explain(cnn, IMAGE, "cam")
+    with pytest.raises(ExplainError, match="rollout cannot explain cnn: attention rollouts read a transformer"):
+        explain(cnn, IMAGE, "rollout")
 
 
 def test_cam_equals_gradcam_up_to_scale_at_the_last_layer():
@@ -120,7 +122,7 @@ def _hooks(module):
                + len(getattr(m, "_backward_pre_hooks", {})) for m in module.modules())
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("method", CNN_METHODS)
 def test_no_hook_survives_even_after_an_exception(method):
     model = quadrant_model()
     assert _hooks(model.module) == 0

@@ -24,7 +24,8 @@ def test_explainable_layers_are_spatial_and_ordered(name):
     model = create_model(name).eval()
     assert model.default_layer in model.explainable_layers
     shapes = {}
-    hooks = [model.get_layer(n).register_forward_hook(lambda m, i, o, n=n: shapes.__setitem__(n, o.shape))
+    # transformer layers output tokens; feature_map lays them out on the patch grid
+    hooks = [model.get_layer(n).register_forward_hook(lambda m, i, o, n=n: shapes.__setitem__(n, model.feature_map(o).shape))
              for n in model.explainable_layers]
     model(model.example_input(1))
     for h in hooks:

@@ -516,3 +516,43 @@ def test_ensemble_check_chooses_from_pool_and_candidates(tiny_source, tmp_path, 
     out = capsys.readouterr().out
     assert "c: PublicTest" in out and "pool + candidates (3)" in out
     assert "candidates chosen: " + ("c" if "c" in chosen else "none") in out
+
+
+def test_gpu_recipes_parse_and_are_not_shipped():
+    """train/gpu/ holds schedules for hardware ferlab was not trained on: they parse, ask for mixed
+    precision, and are named so that nobody mistakes them for a shipped model."""
+    from pathlib import Path
+    from ferlab.zoo import SHIPPED
+    recipes = sorted(Path("train/gpu").glob("*.yaml"))
+    assert recipes
+    for path in recipes:
+        cfg = TrainConfig.from_file(path)
+        assert cfg.name == path.stem and cfg.name not in SHIPPED
+        assert cfg.precision == "auto" and "NOT TRAINED HERE" in path.read_text()
+
+
+def test_precision_resolves_per_device():
+    from ferlab.training import autocast_dtype
+    cpu = torch.device("cpu")
+    assert autocast_dtype("auto", cpu) is None and autocast_dtype("fp32", cpu) is None
+    assert autocast_dtype("bf16", cpu) == torch.bfloat16
+    with pytest.raises(ValueError, match="fp16 needs a CUDA GPU"):
+        autocast_dtype("fp16", cpu)
+    with pytest.raises(ValueError, match="precision 'fp8'"):
+        _config(precision="fp8")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_gpu_mixed_precision_run_learns(tiny_source, tmp_path, precision):
+    out = train(_config(precision=precision), source=str(tiny_source), out_dir=tmp_path / "gpu", progress=False)
+    rows = _log(out)
+    assert float(rows[-1]["train_loss"]) < 0.7 * float(rows[0]["train_loss"])
+    assert "CUDA" in load_model(out).card["training"]["hardware"]
+
+
+def test_bf16_autocast_trains_on_cpu_too(tiny_source, tmp_path):
+    """The mixed-precision path (autocast, scaler, state) runs here, in bf16 on the CPU."""
+    out = train(_config(precision="bf16", epochs=2), source=str(tiny_source), out_dir=tmp_path / "bf16",
+                progress=False)
+    assert len(_log(out)) == 2 and (out / "model.safetensors").exists()

@@ -9,7 +9,7 @@ import pytest
 from ferlab.labels import EMOTIONS
 from ferlab.pipeline import analyze as ferlab_analyze
 
-from ferlab.explain import METHODS
+from ferlab.explain import applicable_methods
 from ferlab.ui import ModelRegistry, build_app
 from ferlab.ui.classify import classify_image, classify_stream, classify_video
 from ferlab.ui.compare_tab import compare_models, most_different
@@ -162,7 +162,7 @@ def test_explain_tab(registry, method):
 
 
 def test_explain_tab_errors_and_layers(registry):
-    with pytest.raises(gr.Error, match="Use Grad-CAM instead"):
+    with pytest.raises(gr.Error, match="CAM needs global average pooling"):
         explain_image(registry, drawn_face(), "tiny_cnn", "cam", None, "predicted class")
     update = layer_choices(registry, "tiny_mobilenet")
     assert update["value"] == "features.18" and "features.0" in update["choices"]
@@ -175,11 +175,13 @@ def test_explain_tab_errors_and_layers(registry):
 
 
 def test_layers_tab_grid(registry):
-    grads, cams, acts, caption = layer_grid(registry, drawn_face(), "tiny_mobilenet", "sad", "features.3", 0.5, 4)
+    grads, cams, acts, attention, caption = layer_grid(registry, drawn_face(), "tiny_mobilenet", "sad", "features.3",
+                                                       0.5, 4)
+    assert attention == [] and "Attention" not in caption
     assert len(grads) == 19 and grads[0][1].startswith("1. features.0")
     assert len(cams) == 1 and len(acts) == 4
     assert "for class **sad**" in caption and "`features.3`" in caption
-    _, cams, _, caption = layer_grid(registry, drawn_face(), "tiny_cnn", "predicted class", None)
+    _, cams, _, _, caption = layer_grid(registry, drawn_face(), "tiny_cnn", "predicted class", None)
     assert cams == [] and "CAM needs global average pooling" in caption
 
 
@@ -235,8 +237,8 @@ def test_a_corrupt_card_leaves_that_model_out_and_the_app_up(tmp_path):
 
 
 def test_every_registered_method_is_offered(registry):
-    # the Explain tab's dropdown is built from METHODS: each must run on a GAP model
-    for method in METHODS:
+    # the Explain tab's dropdown offers every method that applies to the model: each must run on a GAP model
+    for method in applicable_methods(registry.card("tiny_mobilenet"))[0]:
         if method in ("scorecam", "occlusion", "integrated_gradients"):
             continue  # slower; covered in test_explain
         face, heat, over, probs, notes, _ = explain_image(registry, drawn_face(), "tiny_mobilenet", method, None,
@@ -265,9 +267,12 @@ def test_returned_figures_are_not_kept_alive(registry):
 
 def test_only_methods_that_apply_are_offered(registry):
     update, note = method_choices(registry, "tiny_cnn", "cam")
-    assert "cam" not in update["choices"] and update["value"] == "gradcam" and "CAM is not offered" in note
+    assert "cam" not in update["choices"] and update["value"] == "gradcam" and "`cam` is not offered" in note
     update, note = method_choices(registry, "tiny_mobilenet", "cam")
-    assert "cam" in update["choices"] and update["value"] == "cam" and note == ""
+    assert "cam" in update["choices"] and update["value"] == "cam" and "`cam`" not in note
+    assert "rollout" not in update["choices"]
+    assert ("`rollout` and `attention_gradcam` are not offered for `mobilenet_v2`: attention rollouts read a "
+            "transformer's") in note
 
 
 def test_compare_opens_on_different_architectures(tmp_path):

@@ -3,11 +3,14 @@
 A folder of configs is a multi-stage recipe (``train/configs/ferlab_best/``): its stages run in
 file-name order, each into ``runs/<its name>``, and a stage whose run is already exported is
 skipped, so an interrupted pipeline continues with ``--resume``.
+
+On several processes or GPUs:  torchrun --nproc_per_node=N -m ferlab.cli.train --config ...
 """
 import argparse
 from pathlib import Path
 
 from ferlab.checkpoints import CARD_FILE, WEIGHTS_FILE
+from ferlab.distributed import launched_as_rank0
 from ferlab.training import TrainConfig, command_line, train
 
 
@@ -37,15 +40,16 @@ def main(argv=None):
     files = stages(args.config)
     if len(files) > 1 and (args.out or args.epochs):
         parser.error("--out and --epochs apply to a single config, not a multi-stage recipe")
+    say = print if launched_as_rank0() else (lambda *a, **k: None)
     for path in files:
         cfg = TrainConfig.from_file(path, epochs=args.epochs, seed=args.seed)
         out_dir = Path(args.out or Path("runs") / cfg.name)
         if len(files) > 1 and (out_dir / WEIGHTS_FILE).exists() and (out_dir / CARD_FILE).exists():
-            print(f"{path.name}: {out_dir} is already exported, skipped")
+            say(f"{path.name}: {out_dir} is already exported, skipped")
             continue
         out = train(cfg, source=args.data, out_dir=out_dir, resume=args.resume, command=command_line(),
                     progress=not args.no_progress)
-        print(f"exported {out}")
+        say(f"exported {out}")
 
 
 if __name__ == "__main__":

@@ -130,6 +130,9 @@ class Method:
 
     name: ClassVar[str] = ""
     needs_layer: ClassVar[bool] = True      # uses a conv layer (else: input-space attribution)
+    #: what the method needs of the model: "cam" (GAP + one linear), "conv" (conv feature maps,
+    #: not transformer tokens), "attention" (a transformer's attention); empty: any model
+    requires: ClassVar[tuple[str, ...]] = ()
     signed: ClassVar[bool] = False          # raw attributions carry sign (pixel methods)
     description: ClassVar[str] = ""
 
@@ -150,6 +153,9 @@ class Method:
 
     def check(self, model, layer_name: str | None) -> None:
         """Raise ExplainError where this method cannot explain this model."""
+        why = unavailable(type(self), {"supports_cam": model.module.supports_cam, "tokens": model.module.tokens})
+        if why:
+            raise ExplainError(f"{self.name} cannot explain {model.name}: {why}")
 
     def extra_for(self, i: int) -> dict:
         """Method-specific results for image ``i`` of the last ``attribute`` call (e.g. top channels)."""
@@ -180,12 +186,40 @@ def gradcam_pass(module: nn.Module, x: torch.Tensor, layers: list[nn.Module],
     finally:
         for h in hooks:
             h.remove()
-    raws = [torch.relu((g.float().mean(dim=(2, 3), keepdim=True) * acts[j].detach().float()).sum(1, keepdim=True))
-            for j, g in enumerate(grads)]
+    as_map = module.feature_map  # transformer tokens -> (N, D, h, w) patch grid; conv maps unchanged
+    raws = []
+    for j, g in enumerate(grads):
+        a, g = as_map(acts[j].detach()).float(), as_map(g).float()
+        raws.append(torch.relu((g.mean(dim=(2, 3), keepdim=True) * a).sum(1, keepdim=True)))
     return logits.detach(), targets, raws
 
 
 METHODS: dict[str, type[Method]] = {}
+
+REQUIREMENTS = {
+    "cam": ("supports_cam", True, "CAM needs global average pooling followed by a single linear layer, and this "
+                                  "model's head is deeper (Grad-CAM is its generalisation)"),
+    "conv": ("tokens", False, "it needs convolutional feature maps, and this model's layers output transformer "
+                              "tokens (use Grad-CAM, which lays the tokens out on their patch grid)"),
+    "attention": ("tokens", True, "attention rollouts read a transformer's attention, and this model is a CNN"),
+}
+
+
+def unavailable(method: type[Method], card: dict) -> str | None:
+    """Why ``method`` cannot explain the model with this card (``None``: it can)."""
+    for need in method.requires:
+        key, value, why = REQUIREMENTS[need]
+        if bool(card.get(key, False)) != value:
+            return why
+    return None
+
+
+def applicable_methods(card: dict | None) -> tuple[list[str], dict[str, str]]:
+    """The methods that can explain the model with this card, and why each other one cannot."""
+    if card is None:
+        return list(METHODS), {}
+    reasons = {name: unavailable(cls, card) for name, cls in METHODS.items()}
+    return [n for n, r in reasons.items() if r is None], {n: r for n, r in reasons.items() if r}
 
 
 def register_method(cls: type[Method]) -> type[Method]:

@@ -58,7 +58,7 @@ def explain_layers(model, image, method: str = "gradcam", target=None, top_k: in
         if method == "gradcam":
             raw, extra = raws[i], {}
         else:
-            a = acts[n].detach().float()
+            a = module.feature_map(acts[n].detach()).float()
             raw, extra = a.mean(1, keepdim=True), top_channels(a[0], top_k)
         up = LayerAttribution.interpolate(torch.relu(raw), (size, size), interpolate_mode="bilinear")
         out.append(Explanation(heatmap=normalize_heatmap(up[0, 0].cpu().numpy()).astype(np.float32),

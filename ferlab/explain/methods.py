@@ -44,11 +44,11 @@ class CAM(LayerMethod):
     name = "cam"
     description = "CAM (Zhou et al. 2016): the last feature maps weighted by the class's linear weights."
 
+    requires = ("cam",)
+
     def check(self, model, layer_name):
+        super().check(model, layer_name)
         module = model.module
-        if not module.supports_cam:
-            raise ExplainError(f"CAM needs global average pooling followed by a single linear layer; "
-                               f"{model.name} ({module.architecture}) has a deeper head. Use Grad-CAM instead.")
         if layer_name != module.cam_layer:
             raise ExplainError(f"CAM exists only at the layer feeding the pooling: {module.cam_layer}")
 
@@ -70,7 +70,7 @@ class Activations(LayerMethod):
 
     def attribute(self, module, x, target, layer, model):
         with torch.no_grad():
-            acts = LayerActivation(module, layer).attribute(x).float()
+            acts = module.feature_map(LayerActivation(module, layer).attribute(x)).float()
         self._extra = [top_channels(a, self.top_k) for a in acts]
         return acts.mean(1, keepdim=True)
 
@@ -96,6 +96,7 @@ class PixelMethod(Method):
 class GuidedGradCAM(PixelMethod):
     name = "guided_gradcam"
     needs_layer = True
+    requires = ("conv",)  # Captum's GuidedGradCam averages gradients over conv maps' spatial dims
     description = "Guided Grad-CAM: Grad-CAM times guided backpropagation, at pixel resolution."
 
     def attribute(self, module, x, target, layer, model):
@@ -153,7 +154,8 @@ class PytorchGradCamMethod(LayerMethod):
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
         cam_class = getattr(pytorch_grad_cam, self.cam_class_name)
-        with cam_class(model=module, target_layers=[layer]) as cam:
+        reshape = module.feature_map if module.tokens else None
+        with cam_class(model=module, target_layers=[layer], reshape_transform=reshape) as cam:
             if hasattr(cam, "batch_size"):
                 cam.batch_size = 64
             maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in target])

@@ -32,6 +32,6 @@ def list_architectures() -> list[str]:
     return sorted(_REGISTRY)
 
 
-from . import cnn, resnet_se, vgg, torchvision_nets  # noqa: E402,F401  (they register themselves)
+from . import cnn, resnet_se, vgg, torchvision_nets, vit  # noqa: E402,F401  (they register themselves)
 
 __all__ = ["FERNet", "create_model", "list_architectures", "register"]

@@ -19,6 +19,8 @@ class FERNet(nn.Module):
     #: linear layer after it; ``None`` where the head is not GAP + one linear
     cam_layer: str | None = None
     cam_linear: str | None = None
+    #: transformers: explainable layers output tokens, which ``feature_map`` lays out as a grid
+    tokens: bool = False
 
     def __init__(self, **config):
         super().__init__()
@@ -37,6 +39,10 @@ class FERNet(nn.Module):
             raise ValueError(f"{self.architecture} has no layer {name!r}; explainable layers: "
                              f"{', '.join(self.explainable_layers)}")
         return modules[name]
+
+    def feature_map(self, output: torch.Tensor) -> torch.Tensor:
+        """An explainable layer's output as ``(B, C, h, w)``: conv maps are that already."""
+        return output
 
     def example_input(self, batch: int = 1) -> torch.Tensor:
         return torch.zeros(batch, self.in_channels, self.input_size, self.input_size)

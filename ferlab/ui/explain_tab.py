@@ -5,7 +5,8 @@ import functools
 
 import gradio as gr
 
-from ..explain import METHODS, explain, faithfulness, sanity_check
+from ..explain import explain, faithfulness, sanity_check
+from ..explain import applicable_methods as engine_methods
 from ..labels import EMOTIONS
 from .common import COLORMAP_NAMES, ModelRegistry, OutputImage, SafeImage, colorize, gpu, largest_face, probs_dict, user_errors
 
@@ -21,6 +22,8 @@ METHOD_NOTES = {
     "occlusion": "How much hiding each patch lowers the target probability. Slow but model-agnostic.",
     "saliency": "Absolute gradient of the target score per pixel: noisy, local sensitivity.",
     "eigencam": "Class-agnostic: the same map for every target class.",
+    "rollout": "Class-agnostic: where information flows into the class token, through every block's attention.",
+    "attention_gradcam": "Each block's attention weighted by its gradient for the target, through every block.",
 }
 
 
@@ -34,11 +37,13 @@ def layer_choices(registry: ModelRegistry, model_name: str):
 
 def applicable_methods(card: dict | None) -> tuple[list[str], str]:
     """The methods that can explain a model with this card, and a line on those left out."""
-    if card is None or card.get("supports_cam"):
-        return list(METHODS), ""
-    return ([m for m in METHODS if m != "cam"],
-            f"CAM is not offered for `{card['architecture']}`: it needs global average pooling followed by one "
-            "linear layer, and this model's head is deeper (Grad-CAM is its generalisation).")
+    methods, reasons = engine_methods(card)
+    grouped: dict[str, list[str]] = {}
+    for name, why in reasons.items():
+        grouped.setdefault(why, []).append(f"`{name}`")
+    note = " ".join(f"{' and '.join(names)} {'is' if len(names) == 1 else 'are'} not offered for "
+                    f"`{card['architecture']}`: {why}." for why, names in grouped.items())
+    return methods, note
 
 
 def method_choices(registry: ModelRegistry, model_name: str, method: str | None):
