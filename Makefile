@@ -47,3 +47,4 @@ bench: $(VENV)/.installed
 	$(PY) -m benchmarks.load --out results/load.md
 	$(PY) -m benchmarks.face_framing
 	$(PY) -m benchmarks.photo_pipeline --split test --out results/photo_pipeline.md
+	$(PY) -m benchmarks.ddp_speed --steps 40 --warmup 5 --out results/ddp_speed.md

@@ -3,8 +3,10 @@
     python -m benchmarks.explain_speed [--models cnn resnet_se] [--repeats 50] [--out results/explain_speed.md]
 
 For each model: p50 / p95 latency of one 48x48 image through ``explain`` (gradcam,
-guided_gradcam, integrated_gradients) and ``explain_layers`` (Grad-CAM at every layer), and,
-interleaved call by call on the same model, layer and image, pytorch-grad-cam's ``GradCAM``:
+guided_gradcam, integrated_gradients; for transformers rollout and attention_gradcam instead of
+guided_gradcam) and ``explain_layers`` (Grad-CAM at every layer), and,
+interleaved call by call on the same model, layer and image, pytorch-grad-cam's ``GradCAM`` (for a
+transformer with a ``reshape_transform`` that lays the tokens on their grid, as ferlab does):
 the time ratio ferlab / theirs.  Their agreement is checked on one image per class (the first of
 each in PrivateTest), each for its predicted class: the lowest heatmap correlation after the same
 min-max normalization, over the images where both maps have positive evidence.  Grad-CAM keeps
@@ -90,7 +92,9 @@ def bench_model(name, images, repeats):
     image = images[3]
     target = explain(model, image).target
     x = model.preprocess([image])
-    cam = GradCAM(model=module, target_layers=[module.get_layer(layer)])
+    # a transformer's tokens reach pytorch-grad-cam through the same reshape ferlab uses (class token dropped)
+    cam = GradCAM(model=module, target_layers=[module.get_layer(layer)],
+                  reshape_transform=module.feature_map if module.tokens else None)
     theirs_fn = lambda: cam(input_tensor=x, targets=[ClassifierOutputTarget(target)])  # noqa: E731
     ours_fn = lambda: explain(model, image, "gradcam")  # noqa: E731  (default target = predicted, as theirs)
     for _ in range(5):
@@ -108,7 +112,11 @@ def bench_model(name, images, repeats):
     cam.activations_and_grads.release()
     row = {"model": f"{name} ({status})", "layer": layer, "gradcam": ours_t, "pytorch-grad-cam": theirs_t,
            "explain_layers": timed(lambda: explain_layers(model, image, "gradcam"), repeats),
-           "guided_gradcam": timed(lambda: explain(model, image, "guided_gradcam"), repeats),
+           "guided_gradcam": (None if module.tokens else  # needs conv maps: not offered for transformers
+                              timed(lambda: explain(model, image, "guided_gradcam"), repeats)),
+           "rollout": timed(lambda: explain(model, image, "rollout"), repeats) if module.tokens else None,
+           "attention_gradcam": (timed(lambda: explain(model, image, "attention_gradcam"), repeats)
+                                 if module.tokens else None),
            "integrated_gradients": timed(lambda: explain(model, image, "integrated_gradients"),
                                          max(5, repeats // 5)),
            "corr": corr, "both_empty": both_empty, "ratio": float(np.median(ours_t) / np.median(theirs_t)),
@@ -124,20 +132,22 @@ def main(argv=None):
     args = parser.parse_args(argv)
     names = args.models or list_models() or ["cnn", "resnet_se"]
     images, where = sample_images()
-    p = lambda a: f"{np.percentile(a, 50):.1f} / {np.percentile(a, 95):.1f}"  # noqa: E731
+    p = lambda a: "—" if a is None else f"{np.percentile(a, 50):.1f} / {np.percentile(a, 95):.1f}"  # noqa: E731
     lines = [f"{device_label()}, torch {torch.__version__}; times: one 48x48 image (the first "
              f"'happy' image, {where}), p50 / p95 in ms over {args.repeats} calls (integrated gradients: "
              f"{max(5, args.repeats // 5)}, 32 steps); heatmap agreement: the first image of each class ({where}), "
              "each for its predicted class, lowest correlation over those with evidence in both maps",
              "", "| model | Grad-CAM layer | ferlab Grad-CAM | pytorch-grad-cam GradCAM | time ratio ferlab/theirs "
-             "| heatmap corr. (min of 7) | all layers (explain_layers) | guided Grad-CAM | integrated gradients |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| heatmap corr. (min of 7) | all layers (explain_layers) | guided Grad-CAM | integrated gradients "
+             "| attention rollout | gradient-weighted attention |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in names:
         r = bench_model(name, images, args.repeats)
         agreement = f"{r['corr']:.4f}" + (f" ({r['both_empty']} empty in both)" if r["both_empty"] else "")
         lines.append(f"| {r['model']} | {r['layer']} | {p(r['gradcam'])} | {p(r['pytorch-grad-cam'])} | "
                      f"{r['ratio']:.2f} | {agreement} | {p(r['explain_layers'])} ({r['n_layers']} layers) | "
-                     f"{p(r['guided_gradcam'])} | {p(r['integrated_gradients'])} |")
+                     f"{p(r['guided_gradcam'])} | {p(r['integrated_gradients'])} | {p(r['rollout'])} | "
+                     f"{p(r['attention_gradcam'])} |")
         print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"
     print()

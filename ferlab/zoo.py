@@ -7,7 +7,7 @@ weights.  Retired checkpoints keep their records in ``docs/experiments/retired/`
 from __future__ import annotations
 
 # menu order: the photo default first, then the CNN it was fine-tuned from, then the other families
-SHIPPED = ("ferlab_photo", "ferlab_best", "resnet_se", "mobilenet_v2", "vgg19", "ferplus")
+SHIPPED = ("ferlab_photo", "ferlab_best", "resnet_se", "mobilenet_v2", "vgg19", "vit", "ferplus")
 
 # ferlab_best fine-tuned on photo-pipeline crops: the best on photo-like faces, as good as ferlab_best on crops
 DEFAULT_MODEL = "ferlab_photo"

@@ -129,6 +129,8 @@ def test_explain_layers_puts_every_block_side_by_side(vit):
         assert np.allclose(e.heatmap, explain(vit, IMAGE, "gradcam", layer=e.layer, target=1).heatmap, atol=1e-4)
     acts = explain_layers(vit, IMAGE, "activations", top_k=4)
     assert all(a.extra["maps"].shape == (4, 6, 6) and a.extra["num_channels"] == 192 for a in acts)
+    with pytest.raises(ExplainError, match="rollout explains every block's attention, not a layer"):
+        explain_layers(vit, IMAGE, "rollout")
 
 
 def test_captured_attention_is_the_blocks_softmax(vit):

@@ -33,7 +33,8 @@ def explain_layers(model, image, method: str = "gradcam", target=None, top_k: in
         if method not in METHODS:
             raise ExplainError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         if not METHODS[method].needs_layer:
-            raise ExplainError(f"{method} explains the input pixels, not a layer: use explain() once")
+            what = "every block's attention" if "attention" in METHODS[method].requires else "the input pixels"
+            raise ExplainError(f"{method} explains {what}, not a layer: use explain() once")
         return [explain(model, image, method, layer=n, target=target, **options) for n in layers]
 
     size = int(model.card.get("input_size", 48))
