@@ -87,6 +87,9 @@ class AttentionMethod(Method):
     def extra_for(self, i: int) -> dict:
         return {"class_token_heads": self._heads[i]} if self._heads is not None else {}
 
+    def attribute(self, module, x, target, layer, model):
+        return self.run(module, x, target, layer, model)[2]  # run() makes the one pass both need
+
 
 @register_method
 class Rollout(AttentionMethod):
@@ -101,9 +104,6 @@ class Rollout(AttentionMethod):
         self._heads = class_token_heads(attentions, module.num_prefix_tokens, module.grid)
         targets = resolve_target(target, logits).to(x.device)
         return logits, targets, self._as_grid(module, attention_rollout(attentions, module.num_prefix_tokens))
-
-    def attribute(self, module, x, target, layer, model):
-        return self.run(module, x, target, layer, model)[2]
 
 
 @register_method
@@ -122,6 +122,3 @@ class AttentionGradCAM(AttentionMethod):
         self._heads = class_token_heads(attentions, module.num_prefix_tokens, module.grid)
         raw = gradient_rollout(attentions, [g.float() for g in grads], module.num_prefix_tokens)
         return logits.detach(), targets, self._as_grid(module, raw)
-
-    def attribute(self, module, x, target, layer, model):
-        return self.run(module, x, target, layer, model)[2]
