@@ -73,22 +73,40 @@ def class_token_heads(attentions: list[torch.Tensor], prefix: int, grid: tuple[i
 
 
 class AttentionMethod(Method):
-    """Base of the rollout methods: a map on the patch grid from every block's attention."""
+    """Base of the rollout methods: one pass that captures every block's attention (and, when the
+    method uses them, its gradients for the target), then ``combine`` to the class token's row."""
 
     needs_layer = False
     requires = ("attention",)
+    uses_gradient: bool = False
 
     def __init__(self):
         self._heads: np.ndarray | None = None
 
-    def _as_grid(self, module, row: torch.Tensor) -> torch.Tensor:
-        return row.reshape(row.shape[0], 1, *module.grid)
+    def combine(self, attentions: list[torch.Tensor], gradients: list[torch.Tensor] | None,
+                prefix: int) -> torch.Tensor:
+        """The class token's row over the patch tokens, ``(N, patches)``."""
+        raise NotImplementedError
+
+    def run(self, module, x, target, layer, model):
+        with captured_attention(module) as found, torch.set_grad_enabled(self.uses_gradient):
+            logits = module(x.detach().requires_grad_(self.uses_gradient))
+            targets = resolve_target(target, logits).to(logits.device)
+            attentions = [found[i] for i in range(len(found))]
+            gradients = None
+            if self.uses_gradient:
+                gradients = [g.float() for g in
+                             torch.autograd.grad(logits.gather(1, targets[:, None]).sum(), attentions)]
+        attentions = [a.detach().float() for a in attentions]
+        self._heads = class_token_heads(attentions, module.num_prefix_tokens, module.grid)
+        row = self.combine(attentions, gradients, module.num_prefix_tokens)
+        return logits.detach(), targets, row.reshape(row.shape[0], 1, *module.grid)
+
+    def attribute(self, module, x, target, layer, model):
+        return self.run(module, x, target, layer, model)[2]
 
     def extra_for(self, i: int) -> dict:
         return {"class_token_heads": self._heads[i]} if self._heads is not None else {}
-
-    def attribute(self, module, x, target, layer, model):
-        return self.run(module, x, target, layer, model)[2]  # run() makes the one pass both need
 
 
 @register_method
@@ -97,28 +115,16 @@ class Rollout(AttentionMethod):
     description = ("Attention rollout (Abnar & Zuidema 2020): the class token's attention followed back through "
                    "every block. Class-agnostic: the same map for every target.")
 
-    def run(self, module, x, target, layer, model):
-        with captured_attention(module) as found, torch.no_grad():
-            logits = module(x)
-        attentions = [found[i].float() for i in range(len(found))]
-        self._heads = class_token_heads(attentions, module.num_prefix_tokens, module.grid)
-        targets = resolve_target(target, logits).to(x.device)
-        return logits, targets, self._as_grid(module, attention_rollout(attentions, module.num_prefix_tokens))
+    def combine(self, attentions, gradients, prefix):
+        return attention_rollout(attentions, prefix)
 
 
 @register_method
 class AttentionGradCAM(AttentionMethod):
     name = "attention_gradcam"
+    uses_gradient = True
     description = ("Gradient-weighted attention rollout (Chefer et al. 2021): each block's attention weighted by "
                    "its gradient for the target class, positive part, accumulated through the blocks.")
 
-    def run(self, module, x, target, layer, model):
-        with captured_attention(module) as found, torch.enable_grad():
-            logits = module(x.detach().requires_grad_(True))
-            targets = resolve_target(target, logits).to(logits.device)
-            attentions = [found[i] for i in range(len(found))]
-            grads = torch.autograd.grad(logits.gather(1, targets[:, None]).sum(), attentions)
-        attentions = [a.detach().float() for a in attentions]
-        self._heads = class_token_heads(attentions, module.num_prefix_tokens, module.grid)
-        raw = gradient_rollout(attentions, [g.float() for g in grads], module.num_prefix_tokens)
-        return logits.detach(), targets, self._as_grid(module, raw)
+    def combine(self, attentions, gradients, prefix):
+        return gradient_rollout(attentions, gradients, prefix)
