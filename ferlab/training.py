@@ -140,10 +140,12 @@ class ClassWeightedCrossEntropy(nn.Module):
     sat there: docs/experiments/vgg19_scratch.md).  Hard (class index) or soft (mixup)
     targets; without smoothing it equals ``nn.CrossEntropyLoss(weight=w)``."""
 
-    def __init__(self, weight: torch.Tensor | None = None, label_smoothing: float = 0.0):
+    def __init__(self, weight: torch.Tensor | None = None, label_smoothing: float = 0.0,
+                 ctx: distributed.Context = distributed.Context()):
         super().__init__()
         self.register_buffer("weight", weight)
         self.label_smoothing = label_smoothing
+        self.ctx = ctx
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         k = logits.shape[1]
@@ -153,6 +155,10 @@ class ClassWeightedCrossEntropy(nn.Module):
         if self.weight is None:
             return ce.mean()
         w = t @ self.weight
+        if self.ctx.distributed:
+            # each rank holds a share of the batch: normalize by the global batch's weight sum, and
+            # scale by the number of ranks because DDP averages the ranks' gradients
+            return (w * ce).sum() * self.ctx.world / distributed.all_sum(self.ctx, w.sum().item())[0]
         return (w * ce).sum() / w.sum()
 
 
@@ -324,9 +330,9 @@ def teacher_probabilities(teachers: list, images: np.ndarray, labels: np.ndarray
     teacher forward per batch (``distill_online``).  Several processes: rank 0 computes them, the
     others read its file."""
     cache = out / "teacher_probs.npy"
-    if not ctx.is_main:
+    if not ctx.is_main:  # rank 0 has written the targets and the teachers' record
         distributed.barrier(ctx)
-        return np.load(cache), load_teachers(teachers, images, labels, out, True, tta, False, device, write=False)[1]
+        return np.load(cache), json.loads((out / "teachers.json").read_text())["teachers"]
     models, info, same = load_teachers(teachers, images, labels, out, resume, tta, online=False, device=device)
     if same and cache.exists():
         distributed.barrier(ctx)
@@ -428,7 +434,7 @@ def _train(cfg, ctx, device, source, out_dir, resume, command, progress) -> Path
     net = (torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
            if ctx.distributed else model)
     weight = balanced_class_weights(train_y).to(device) if cfg.class_weights == "balanced" else None
-    criterion = ClassWeightedCrossEntropy(weight, cfg.label_smoothing)
+    criterion = ClassWeightedCrossEntropy(weight, cfg.label_smoothing, ctx)
     opt = make_optimizer(model.parameters(), cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     steps_per_epoch = len(train_y) // batch_size
@@ -483,11 +489,7 @@ def _train(cfg, ctx, device, source, out_dir, resume, command, progress) -> Path
             x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
                 logits = net(x)
-                loss = criterion(logits.float(), target)
-                if weight is not None and ctx.distributed:
-                    # class-weighted mean over the global batch, not the mean of the ranks' means
-                    local = (F.one_hot(target, NUM_CLASSES).float() if target.dtype == torch.long else target) @ weight
-                    loss = loss * local.sum() * ctx.world / distributed.all_sum(ctx, local.sum().item())[0]
+                loss = criterion(logits.float(), target)  # class-weighted: over the global batch
                 if teacher:  # the logged train_loss is this mixed objective
                     kd = distillation_loss(logits.float(), teacher[0].to(device), cfg.distill_temperature)
                     loss = cfg.distill_alpha * kd + (1 - cfg.distill_alpha) * loss
