@@ -32,8 +32,15 @@ CASCADE_WINDOW = 24
 MAX_DETECT_PIXELS = 1_000_000
 # Images whose short side is below this are upscaled to it (and padded) before detection.
 MIN_DETECT_SIDE = 240
-# Faces whose eyes tilt more than this are left as detected (the eye pair is then unreliable).
-MAX_EYE_ANGLE = 30.0
+# Faces whose eyes tilt more than this are left as detected (the eye pair is then unreliable).  The
+# turned passes below find heads tilted up to about 40 degrees, with landmarks placed upright.
+MAX_EYE_ANGLE = 40.0
+# The picture is searched upright and turned by these angles (degrees): frontal detectors miss heads
+# tilted past ~15 degrees, common in photos (a head on a shoulder, a hand on a cheek).  Measured on
+# PublicTest scenes by benchmarks/photo_pipeline.py (docs/experiments/face_recall.md).
+DETECT_ANGLES = (0.0, -20.0, 20.0)
+# Boxes of two passes whose overlap (IoU) exceeds this are one face: the higher score is kept.
+SAME_FACE_IOU = 0.3
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,21 @@ def _inside(small: Box, big: Box) -> float:
     return w * h / max(small.w * small.h, 1)
 
 
+def _turned(picture: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray | None]:
+    """``picture`` turned by ``angle`` degrees (counter-clockwise on screen) on a canvas that holds all
+    of it, and the 2x3 map from the turned canvas back to ``picture`` (None when not turned)."""
+    if not angle:
+        return picture, None
+    h, w = picture.shape[:2]
+    t = math.radians(angle)
+    cw = int(math.ceil(w * abs(math.cos(t)) + h * abs(math.sin(t))))
+    ch = int(math.ceil(w * abs(math.sin(t)) + h * abs(math.cos(t))))
+    forward = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+    forward[:, 2] += ((cw - w) / 2, (ch - h) / 2)
+    turned = cv2.warpAffine(picture, forward, (cw, ch), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return turned, cv2.invertAffineTransform(forward)
+
+
 def _cascade(name: str) -> cv2.CascadeClassifier:
     det = cv2.CascadeClassifier(os.path.join(cv2.data.haarcascades, name))
     if det.empty():
@@ -107,8 +129,11 @@ class FaceDetector:
     """Thread-safe (each thread gets its own OpenCV detector: they are not shareable)."""
 
     def __init__(self, kind: str | None = None, min_face: int = CASCADE_WINDOW, max_pixels: int = MAX_DETECT_PIXELS,
-                 min_neighbors: int = 5, model_path: str | None = None):
+                 min_neighbors: int = 5, model_path: str | None = None, angles: tuple[float, ...] = DETECT_ANGLES,
+                 thresholds: tuple[float, float, float] | None = None):
         self.model_path = model_path if model_path is not None else os.environ.get("FERLAB_FACE_MODEL") or None
+        self.angles = tuple(float(a) for a in angles) or (0.0,)
+        self.thresholds = thresholds  # MTCNN's three stage thresholds (None: ferlab.mtcnn.THRESHOLDS)
         self.kind = kind or ("yunet" if self.model_path else "mtcnn")
         if self.kind not in DETECTORS:
             raise InputError(f"unknown face detector {self.kind!r}; choose one of {', '.join(DETECTORS)}")
@@ -135,8 +160,10 @@ class FaceDetector:
             det = self._local.eyes = _cascade("haarcascade_eye.xml")
         return det
 
-    def detect(self, image: np.ndarray, min_face: int | None = None) -> list[Box]:
-        """Faces in an RGB (or gray) uint8 frame, largest first, in the frame's pixels."""
+    def detect(self, image: np.ndarray, min_face: int | None = None,
+               angles: tuple[float, ...] | None = None) -> list[Box]:
+        """Faces in an RGB (or gray) uint8 frame, largest first, in the frame's pixels.  ``angles``:
+        the turns the picture is searched at (default: the detector's; ``(0,)`` searches it once)."""
         frame = np.asarray(image)
         h, w = frame.shape[:2]
         min_face = min_face or self.min_face
@@ -148,27 +175,22 @@ class FaceDetector:
         pad = round(0.25 * min(small.shape[:2])) if min(h, w) * scale <= 1.5 * MIN_DETECT_SIDE else 0
         if pad:
             small = cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-        found = []  # (x, y, w, h, score, landmarks) in the detection image's pixels
-        if self.kind == "mtcnn":
-            from . import mtcnn
-            rgb = small if small.ndim == 3 else cv2.cvtColor(small, cv2.COLOR_GRAY2RGB)
-            boxes, points = mtcnn.detect(rgb, max(12.0, min_face * scale))
-            found = [(x0, y0, x1 - x0, y1 - y0, float(s), pts) for (x0, y0, x1, y1, s), pts in zip(boxes, points)]
-        elif self.kind == "yunet":
-            bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR) if small.ndim == 3 else cv2.cvtColor(small, cv2.COLOR_GRAY2BGR)
-            det = self._detector()
-            det.setInputSize((bgr.shape[1], bgr.shape[0]))
-            _, faces = det.detect(bgr)
-            found = [] if faces is None else [(f[0], f[1], f[2], f[3], float(f[-1]), f[4:14].reshape(5, 2))
-                                             for f in faces]
-        else:
-            rects, _, weights = self._detector().detectMultiScale3(
-                _array_to_gray(small), scaleFactor=1.1, minNeighbors=self.min_neighbors,
-                minSize=(max(CASCADE_WINDOW, round(min_face * scale)),) * 2, outputRejectLevels=True)
-            found = [(x, y, bw, bh, float(s), None) for (x, y, bw, bh), s in zip(rects, np.ravel(weights))] \
-                if len(rects) else []
+        found = []  # (x, y, w, h, score, landmarks) in the detection image's pixels, every pass
+        for angle in (self.angles if angles is None else angles):
+            turned, back = _turned(small, angle)
+            for x, y, bw, bh, s, pts in self._search(turned, min_face * scale):
+                if back is not None:  # the box keeps its size around its centre, turned back
+                    cx, cy = back @ (x + bw / 2, y + bh / 2, 1.0)
+                    x, y = cx - bw / 2, cy - bh / 2
+                    pts = None if pts is None else np.c_[np.asarray(pts, np.float64), np.ones(5)] @ back.T
+                found.append((x, y, bw, bh, s, pts))
+        unique = []  # one box per face across the passes: the best-scored
+        for f in sorted(found, key=lambda f: f[4], reverse=True):
+            box = Box(round(f[0]), round(f[1]), round(f[2]), round(f[3]))
+            if all(box.iou(Box(round(u[0]), round(u[1]), round(u[2]), round(u[3]))) <= SAME_FACE_IOU for u in unique):
+                unique.append(f)
         boxes: list[Box] = []
-        for x, y, bw, bh, s, pts in sorted(found, key=lambda f: f[2] * f[3], reverse=True):
+        for x, y, bw, bh, s, pts in sorted(unique, key=lambda f: f[2] * f[3], reverse=True):
             marks = None if pts is None else tuple((float((px - pad) / scale), float((py - pad) / scale))
                                                    for px, py in pts)
             box = Box(round((x - pad) / scale), round((y - pad) / scale), round(bw / scale), round(bh / scale), s, marks)
@@ -176,6 +198,27 @@ class FaceDetector:
             if box.w > 0 and box.h > 0 and not any(_inside(box, big) > 0.5 for big in boxes):
                 boxes.append(box)
         return boxes
+
+    def _search(self, picture: np.ndarray, min_face: float) -> list[tuple]:
+        """One detector pass: ``(x, y, w, h, score, landmarks or None)`` in ``picture``'s pixels."""
+        if self.kind == "mtcnn":
+            from . import mtcnn
+            rgb = picture if picture.ndim == 3 else cv2.cvtColor(picture, cv2.COLOR_GRAY2RGB)
+            boxes, points = mtcnn.detect(rgb, max(12.0, min_face), self.thresholds or mtcnn.THRESHOLDS)
+            return [(x0, y0, x1 - x0, y1 - y0, float(s), pts) for (x0, y0, x1, y1, s), pts in zip(boxes, points)]
+        if self.kind == "yunet":
+            bgr = cv2.cvtColor(picture, cv2.COLOR_RGB2BGR) if picture.ndim == 3 else \
+                cv2.cvtColor(picture, cv2.COLOR_GRAY2BGR)
+            det = self._detector()
+            det.setInputSize((bgr.shape[1], bgr.shape[0]))
+            _, faces = det.detect(bgr)
+            return [] if faces is None else [(f[0], f[1], f[2], f[3], float(f[-1]), f[4:14].reshape(5, 2))
+                                             for f in faces]
+        rects, _, weights = self._detector().detectMultiScale3(
+            _array_to_gray(picture), scaleFactor=1.1, minNeighbors=self.min_neighbors,
+            minSize=(max(CASCADE_WINDOW, round(min_face)),) * 2, outputRejectLevels=True)
+        return [(x, y, bw, bh, float(s), None) for (x, y, bw, bh), s in zip(rects, np.ravel(weights))] \
+            if len(rects) else []
 
     def eyes(self, gray: np.ndarray, box: Box) -> tuple[tuple[float, float], tuple[float, float]] | None:
         """Centres of the (image-)left and right eye in image pixels, or None unless a plausible pair

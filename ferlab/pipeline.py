@@ -108,7 +108,7 @@ class FaceResult:
 
 def find_faces(image, *, detector: FaceDetector | None = None, min_face: int | None = None,
                max_faces: int = MAX_FACES, align: bool = True, detect: bool = True,
-               fallback: bool = False) -> Faces:
+               fallback: bool = False, angles: tuple[float, ...] | None = None) -> Faces:
     """Decode ``image`` (path, bytes, PIL, numpy) and locate its faces, largest first.
 
     ``detect=False``: the picture is already a face crop; its centre square is the face.
@@ -116,6 +116,8 @@ def find_faces(image, *, detector: FaceDetector | None = None, min_face: int | N
     ``align``: when both eyes are found (MTCNN's landmarks, or the eye cascade after Haar), turn
     the crop so they are level; with MTCNN the crop follows all five landmarks.  ``min_face``:
     smallest face side searched for, in the picture's pixels (default: the detector's, 24).
+    ``angles``: the turns the picture is searched at, in degrees (default: the detector's,
+    ``DETECT_ANGLES``, which finds tilted heads; ``(0,)`` searches once, three times faster).
     """
     frame = to_rgb_frame(image)
     gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
@@ -124,7 +126,7 @@ def find_faces(image, *, detector: FaceDetector | None = None, min_face: int | N
         return Faces(frame, gray, [FaceLocation(center_box(w, h), detected=False)])
     det = detector or default_detector()
     locations = []
-    for box in det.detect(frame, min_face=min_face)[:max_faces]:
+    for box in det.detect(frame, min_face=min_face, angles=angles)[:max_faces]:
         eyes = det.eyes(gray, box) if align else None
         landmarks = box.landmarks if align and eyes is not None else None  # implausible eyes: the box alone
         locations.append(FaceLocation(box, eye_angle(eyes) if eyes else 0.0, eyes, framing=det.framing,
@@ -217,7 +219,8 @@ def resolve_model(model):
 
 def analyze(image, model=None, explain: str | None = None, *, layer: str | None = None, target=None,
             detector: FaceDetector | None = None, min_face: int | None = None, max_faces: int = MAX_FACES,
-            align: bool = True, detect: bool = True, fallback: bool = False, **options) -> list[FaceResult]:
+            align: bool = True, detect: bool = True, fallback: bool = False, angles: tuple[float, ...] | None = None,
+            **options) -> list[FaceResult]:
     """Every face in ``image`` (path, bytes, PIL image, numpy array), largest first, classified.
 
     ``model``: a ``FERClassifier``, a checkpoint name, or None for ``DEFAULT_MODEL`` (``ferlab_photo``).  ``explain``: an
@@ -227,7 +230,7 @@ def analyze(image, model=None, explain: str | None = None, *, layer: str | None 
     """
     model = resolve_model(model)
     faces = find_faces(image, detector=detector, min_face=min_face, max_faces=max_faces, align=align,
-                       detect=detect, fallback=fallback)
+                       detect=detect, fallback=fallback, angles=angles)
     return classify_faces(model, faces, explain, layer=layer, target=target, **options)
 
 

@@ -14,7 +14,8 @@ from ferlab import analyze
 from ferlab.annotate import draw_faces
 from ferlab.explain import explain
 from ferlab.explain.core import overlay_heatmap
-from ferlab.faces import FER_LANDMARKS, FRAMINGS, Box, FaceDetector, detection_scale, frame_transform, warp_crop
+from ferlab.faces import (FER_LANDMARKS, FRAMINGS, Box, FaceDetector, detection_scale, eye_angle, frame_transform,
+                          warp_crop)
 from ferlab.models import FERNet
 from ferlab.pipeline import FaceResult, find_faces
 from ferlab.preprocess import InputError, to_gray_batch
@@ -125,6 +126,20 @@ def test_eyes_are_levelled_on_a_rotated_face(model):
         reference = analyze(ASTRONAUT, model)[0].crop.astype(float)
         corr = np.corrcoef(straight.ravel(), reference.ravel())[0, 1]
         assert corr > np.corrcoef(unaligned.ravel(), reference.ravel())[0, 1] and corr > 0.85
+
+
+def test_turned_passes_map_their_faces_back_to_the_picture():
+    det = FaceDetector()
+    [up] = det.detect(ASTRONAUT, angles=(0.0,))
+    assert len(det.detect(ASTRONAUT)) == 1, "the upright and turned passes find one face, not three"
+    m = cv2.getRotationMatrix2D((256, 256), 25, 1.0)  # the head tilted 25 degrees counter-clockwise
+    tilted = cv2.warpAffine(ASTRONAUT, m, (512, 512), borderValue=(128, 128, 128))
+    [face] = det.detect(tilted, angles=(-25.0,))  # only the pass that turns the head upright again
+    expected = m @ np.array([*up.center, 1.0])
+    assert math.dist(face.center, expected) < 0.08 * up.w, (face.center, expected)
+    assert abs(face.w - up.w) < 0.1 * up.w
+    assert abs(eye_angle(face.landmarks[:2]) - (eye_angle(up.landmarks[:2]) - 25)) < 4
+    assert det.detect(tilted, angles=(-25.0,))[0].score > 0.9
 
 
 def test_crop_is_framed_as_measured_and_maps_back_to_the_photo():
