@@ -41,6 +41,9 @@ MAX_EYE_ANGLE = 40.0
 DETECT_ANGLES = (0.0, -20.0, 20.0)
 # Boxes of two passes whose overlap (IoU) exceeds this are one face: the higher score is kept.
 SAME_FACE_IOU = 0.3
+# A face the turned passes find must score at least this (the upright pass keeps MTCNN's own 0.7):
+# three searches give chance patterns three chances.
+TURNED_MIN_SCORE = 0.85
 
 
 @dataclass(frozen=True)
@@ -130,10 +133,11 @@ class FaceDetector:
 
     def __init__(self, kind: str | None = None, min_face: int = CASCADE_WINDOW, max_pixels: int = MAX_DETECT_PIXELS,
                  min_neighbors: int = 5, model_path: str | None = None, angles: tuple[float, ...] = DETECT_ANGLES,
-                 thresholds: tuple[float, float, float] | None = None):
+                 thresholds: tuple[float, float, float] | None = None, turned_min_score: float = TURNED_MIN_SCORE):
         self.model_path = model_path if model_path is not None else os.environ.get("FERLAB_FACE_MODEL") or None
         self.angles = tuple(float(a) for a in angles) or (0.0,)
         self.thresholds = thresholds  # MTCNN's three stage thresholds (None: ferlab.mtcnn.THRESHOLDS)
+        self.turned_min_score = float(turned_min_score)
         self.kind = kind or ("yunet" if self.model_path else "mtcnn")
         if self.kind not in DETECTORS:
             raise InputError(f"unknown face detector {self.kind!r}; choose one of {', '.join(DETECTORS)}")
@@ -179,6 +183,8 @@ class FaceDetector:
         for angle in (self.angles if angles is None else angles):
             turned, back = _turned(small, angle)
             for x, y, bw, bh, s, pts in self._search(turned, min_face * scale):
+                if back is not None and s < self.turned_min_score:
+                    continue
                 if back is not None:  # the box keeps its size around its centre, turned back
                     cx, cy = back @ (x + bw / 2, y + bh / 2, 1.0)
                     x, y = cx - bw / 2, cy - bh / 2

@@ -105,3 +105,28 @@ def test_results_index_lists_every_results_file():
         if path.name != "README.md" and path.parent.name != "regions":
             assert path.name in index, path.name
     assert Path("results/regions").name in index
+
+
+def test_photo_pipeline_scenes_put_faces_where_its_matcher_looks():
+    """The scene benchmark on a face every detector finds (the astronaut, cut as FER2013 frames faces):
+    its pasted faces are found at the places and sizes the matcher expects, and nothing else is."""
+    import cv2
+    import numpy as np
+
+    from benchmarks.photo_pipeline import build_scene, match
+    from ferlab.pipeline import find_faces
+
+    portrait = cv2.cvtColor(cv2.imread(str(ROOT / "ferlab" / "assets" / "astronaut.jpg")), cv2.COLOR_BGR2RGB)
+    located = find_faces(portrait)
+    face = located.crop(located.locations[0], 48)[0]
+    rng = np.random.default_rng(0)
+    big = found = false_boxes = 0
+    for k in range(3):
+        canvas, truth = build_scene(face[None], np.array([3]), rng, k)
+        faces = find_faces(canvas)
+        pairs = match(truth, faces.locations)
+        big += sum(t["face_px"] >= 32 for t in truth)
+        found += sum(t["face_px"] >= 32 and i in pairs for i, t in enumerate(truth))
+        false_boxes += len(faces.locations) - len(pairs)
+    assert big >= 5 and found >= 0.8 * big, (found, big)
+    assert false_boxes <= 1
