@@ -184,18 +184,19 @@ class FaceDetector:
         for angle in (self.angles if angles is None else angles):
             turned, back = _turned(small, angle)
             for x, y, bw, bh, s, pts in self._search(turned, min_face * scale):
-                if back is not None and self.kind != "haar" and s < self.turned_min_score:
-                    continue  # (Haar's scores are cascade weights, not probabilities)
-                if back is not None:  # the box keeps its size around its centre, turned back
-                    cx, cy = back @ (x + bw / 2, y + bh / 2, 1.0)
+                if back is not None:
+                    if self.kind != "haar" and s < self.turned_min_score:
+                        continue  # (Haar's scores are cascade weights, not probabilities)
+                    cx, cy = back @ (x + bw / 2, y + bh / 2, 1.0)  # the box keeps its size, centre turned back
                     x, y = cx - bw / 2, cy - bh / 2
                     pts = None if pts is None else np.c_[np.asarray(pts, np.float64), np.ones(5)] @ back.T
                 found.append((x, y, bw, bh, s, pts))
-        unique = []  # one box per face across the passes: the best-scored
+        unique, kept = [], []  # one box per face across the passes: the best-scored
         for f in sorted(found, key=lambda f: f[4], reverse=True):
             box = Box(round(f[0]), round(f[1]), round(f[2]), round(f[3]))
-            if all(box.iou(Box(round(u[0]), round(u[1]), round(u[2]), round(u[3]))) <= SAME_FACE_IOU for u in unique):
+            if all(box.iou(k) <= SAME_FACE_IOU for k in kept):
                 unique.append(f)
+                kept.append(box)
         boxes: list[Box] = []
         for x, y, bw, bh, s, pts in sorted(unique, key=lambda f: f[2] * f[3], reverse=True):
             marks = None if pts is None else tuple((float((px - pad) / scale), float((py - pad) / scale))
