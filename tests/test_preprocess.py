@@ -152,3 +152,21 @@ def test_augmentation_presets_keep_uint8_shape(name):
 def test_unknown_augmentation():
     with pytest.raises(ValueError, match="unknown augmentation"):
         augmentation("wild")
+
+
+def test_random_resample_loses_the_detail_a_small_face_lacks_and_is_seeded():
+    from ferlab.preprocess import RandomResample
+    stripes = torch.zeros(1, 48, 48, dtype=torch.uint8)
+    stripes[:, :, ::2] = 255  # one-pixel stripes: no 16-24 px image can hold them
+    resample = RandomResample((16, 24))
+    torch.manual_seed(3)
+    out = resample(stripes)
+    assert out.shape == stripes.shape and out.dtype == torch.uint8
+    for seed in range(6):  # both with and without antialiasing: the one-pixel alternation is gone
+        torch.manual_seed(seed)
+        step = resample(stripes).float().diff(dim=-1).abs().mean()
+        assert step < 0.5 * 255, seed
+    torch.manual_seed(3)
+    assert torch.equal(resample(stripes), out)
+    smooth = torch.linspace(0, 255, 48).round().to(torch.uint8).expand(1, 48, 48).contiguous()
+    assert (resample(smooth).int() - smooth.int()).abs().float().mean() < 4  # a gradient survives
