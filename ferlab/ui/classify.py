@@ -26,7 +26,10 @@ MAX_VIDEO_SECONDS = 600
 LIVE_MIN_FACE = 48       # live frames: faces under this many pixels are not searched for (keeps 640x480 fast)
 LIVE_ANGLES = (0.0,)     # live frames are searched upright only: the turned passes would triple the search
 LIVE_SEARCH_EVERY = 2    # live frames: faces are searched in every 2nd frame, kept in place in between
-LIVE_STREAM_EVERY = 0.05  # seconds between webcam frames sent; shorter only queues frames on 2 cores
+# Seconds between webcam frames sent.  Gradio's client sends on this tick only when the last frame
+# has come back, so a round trip just over the tick halves the rate; shorter ticks measured slower
+# with Chromium on the same 2 cores (docs/experiments/live_stream.md).
+LIVE_STREAM_EVERY = 0.05
 
 
 def live_faces(frame: np.ndarray, tracker: FaceTracker) -> Faces:
