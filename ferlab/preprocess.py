@@ -239,9 +239,9 @@ def augmentation(name: str, size: int = 48) -> v2.Transform:
             v2.RandomApply([v2.ColorJitter(brightness=0.2, contrast=0.2)], p=0.5),
             v2.RandomApply([v2.GaussianBlur(3, sigma=(0.1, 1.0))], p=0.3),
         ]),
-        # faces as photo scenes give them (docs/experiments/face_recall.md): the pipeline's frame
-        # differs from FER2013's own by a side ratio of 0.8-1.2, a shift of +-8% and a turn of +-10
-        # degrees (10th-90th percentiles on PublicTest scenes), and half the faces in a group photo
+        # faces as photo scenes give them (docs/experiments/ferlab_photo_scene.md): the pipeline's
+        # frame differs from FER2013's own by a side ratio of 0.8-1.2, a shift of +-8% and a turn of
+        # +-10 degrees (10th-90th percentiles on PublicTest scenes), and small faces in a group photo
         # are seen by fewer than 48 pixels
         "scene": lambda: v2.Compose([
             v2.Pad(size // 2, padding_mode="edge"),
