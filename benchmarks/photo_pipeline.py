@@ -165,10 +165,9 @@ def main(argv=None):
             frame = Box(round(t["cx"] - t["side"] / 2), round(t["cy"] - t["side"] / 2), t["side"], t["side"])
             oracle.append(warp_crop(faces.gray, frame_transform(frame, 48, -t["angle"]), 48))
             # the face's own crop with only its pixel count changed: shrunk to its size in the scene
-            # as ``paste`` resizes it, enlarged back as ``warp_crop`` does
+            # as ``paste`` resizes it, cut back to 48 px by the pipeline's own ``warp_crop``
             small = cv2.resize(images[t["index"]], (t["side"], t["side"]), interpolation=cv2.INTER_CUBIC)
-            at_size.append(cv2.resize(small, (48, 48), interpolation=cv2.INTER_LINEAR if t["side"] < 72
-                                      else cv2.INTER_AREA))
+            at_size.append(warp_crop(small, frame_transform(Box(0, 0, t["side"], t["side"]), 48), 48))
     face_px = np.array([r[0] for r in rows])
     idx = np.array([r[1] for r in rows])
     truth_labels = np.array([r[2] for r in rows])
