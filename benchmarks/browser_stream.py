@@ -5,13 +5,14 @@ the app on 127.0.0.1, beside the server-side handler alone on the same frames.
 
 The camera is a 640x480 clip of NASA's public-domain astronaut portrait drifting sideways
 (``--use-file-for-fake-video-capture``, a Y4M written here).  Chromium opens the Classify tab's
-Live webcam, presses Record, and a MutationObserver counts the annotated frames that replace each
-other in the output image; the first seconds are a warm-up.  Measured with the Grad-CAM overlay on
-and off.  The server-side figure calls the stream handler directly on the same frames, in this
-process, one after the other.  The last row is Gradio's own ceiling here: the same webcam
-streaming event (``stream_every`` as the lab's) with a handler that returns each frame unchanged,
-in a minimal app.  Each browser figure is the median of ``--repeats`` runs.  Needs Debian's
-chromium and playwright.
+Live webcam, presses Start webcam, and a MutationObserver counts the annotated frames that replace
+each other in the output image; the first seconds are a warm-up.  Measured with the Grad-CAM
+overlay on and off.  The server-side figure calls the stream handler directly on the same frames,
+in this process, one after the other.  The last rows are the transports' own ceilings, each a
+minimal app whose handler returns each frame unchanged: the lab's loop (``live.js`` posting to a
+server function, two frames in flight) and Gradio's webcam streaming event (``stream_every``
+50 ms), which the lab used before.  Each browser figure is the median of ``--repeats`` runs.
+Needs Debian's chromium and playwright.
 """
 from __future__ import annotations
 
@@ -41,15 +42,27 @@ COUNT_FRAMES = """() => {
 }"""
 
 
-ECHO_APP = """import sys
+# Minimal apps whose handlers return each frame unchanged: the transports' own ceilings
+ECHO_LOOP_APP = """import sys
 import gradio as gr
-from ferlab.ui.classify import LIVE_STREAM_EVERY
+from ferlab.ui.classify import LIVE_HTML, LIVE_JS, live_settings
+def live_frame(payload):
+    return {"stream": payload["stream"], "seq": payload["seq"], "image": payload["image"]}
+with gr.Blocks() as demo:
+    with gr.Tab("Live webcam"):
+        gr.Checkbox(label="Grad-CAM overlay")
+        gr.HTML(live_settings("echo", False, 0.0), html_template=LIVE_HTML, js_on_load=LIVE_JS,
+                server_functions=[live_frame], elem_id="live-view")
+demo.queue().launch(server_name="127.0.0.1", server_port=int(sys.argv[sys.argv.index("--port") + 1]))
+"""
+ECHO_STREAM_APP = """import sys
+import gradio as gr
 with gr.Blocks() as demo:
     with gr.Tab("Live webcam"):
         gr.Checkbox(label="Grad-CAM overlay")
         cam_in = gr.Image(sources=["webcam"], streaming=True, type="numpy", elem_id="live-input")
         cam_out = gr.Image(elem_id="live-output", format="jpeg")
-        cam_in.stream(lambda f: f, cam_in, cam_out, stream_every=LIVE_STREAM_EVERY, concurrency_limit=1)
+        cam_in.stream(lambda f: f, cam_in, cam_out, stream_every=0.05, concurrency_limit=1)
 demo.queue().launch(server_name="127.0.0.1", server_port=int(sys.argv[sys.argv.index("--port") + 1]))
 """
 
@@ -89,10 +102,13 @@ def browser_fps(url: str, camera: Path, seconds: float, warmup: float, grad_cam:
             box = page.get_by_label("Grad-CAM overlay")
             if box.is_checked() != grad_cam:
                 box.click()
-            page.get_by_text("Click to Access Webcam").click()
-            page.locator("#live-input button", has_text="Record").wait_for(timeout=30_000)
             page.evaluate(COUNT_FRAMES)
-            page.locator("#live-input button", has_text="Record").click()
+            if page.locator("#live-view").count():   # the lab's loop
+                page.locator("#live-view .live-start").click()
+            else:                                    # Gradio's webcam streaming event
+                page.get_by_text("Click to Access Webcam").click()
+                page.locator("#live-input button", has_text="Record").wait_for(timeout=30_000)
+                page.locator("#live-input button", has_text="Record").click()
             time.sleep(warmup)
             start = page.evaluate("[window.__frames.length, performance.now()]")
             time.sleep(seconds)
@@ -144,15 +160,17 @@ def main(argv=None):
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-        echo = Path(tmp) / "echo"
-        echo.mkdir()
-        (echo / "app.py").write_text(ECHO_APP)
-        proc, url = start_app(log_path=str(Path(tmp) / "echo.log"), cwd=echo, extra_env={"PYTHONPATH": str(ROOT)})
-        try:
-            echo_fps, echo_gap = measured(url, camera, False)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+        echoes = []
+        for name, app in (("loop", ECHO_LOOP_APP), ("stream", ECHO_STREAM_APP)):
+            echo = Path(tmp) / name
+            echo.mkdir()
+            (echo / "app.py").write_text(app)
+            proc, url = start_app(log_path=str(Path(tmp) / f"{name}.log"), cwd=echo, extra_env={"PYTHONPATH": str(ROOT)})
+            try:
+                echoes.append(measured(url, camera, False))
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
     from ferlab.ui.common import ModelRegistry
     registry = ModelRegistry(args.checkpoints)
     model = registry.default()
@@ -164,7 +182,11 @@ def main(argv=None):
     for grad_cam, fps, gap in rows:
         server = server_fps(registry, model, frames, grad_cam)
         lines.append(f"| {'on' if grad_cam else 'off'} | {fps:.1f} | {gap:.0f} | {server:.1f} | {fps / server:.2f} |")
-    lines.append(f"| Gradio alone: a handler returning each frame unchanged | {echo_fps:.1f} | {echo_gap:.0f} | | |")
+    (loop_fps, loop_gap), (stream_fps, stream_gap) = echoes
+    lines.append(f"| transport alone, the lab's loop: a handler returning each frame unchanged | {loop_fps:.1f} | "
+                 f"{loop_gap:.0f} | | |")
+    lines.append(f"| transport alone, Gradio's webcam streaming event (`stream_every` 50 ms), as the lab used before | "
+                 f"{stream_fps:.1f} | {stream_gap:.0f} | | |")
     report("\n".join(lines) + "\n", args.out)
 
 

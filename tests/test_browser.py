@@ -92,6 +92,31 @@ def test_live_webcam_frames_arrive(app_url, tmp_path):
     assert fps > 1, fps
 
 
+def test_live_webcam_follows_the_controls(app_url, tmp_path):
+    """The live loop sends the controls' values with each frame: untick Grad-CAM, and the frames say so;
+    Stop stops the camera."""
+    import json
+    from benchmarks.browser_stream import CHROMIUM_FLAGS, camera_frames, write_y4m
+    app_url, _ = app_url
+    camera = write_y4m(tmp_path / "camera.y4m", camera_frames(30))
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=CHROMIUM_FLAGS + [f"--use-file-for-fake-video-capture={camera}"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        frames = []
+        page.on("request", lambda r: frames.append(json.loads(r.post_data)["data"])
+                if "component_server" in r.url and r.post_data else None)
+        page.goto(app_url, wait_until="domcontentloaded")
+        page.get_by_role("tab", name="Live webcam").click()
+        page.get_by_label("Grad-CAM overlay").click()   # on by default
+        page.locator("#live-view .live-start").click()
+        page.wait_for_selector("#live-view .live-status:text('frames per second')", timeout=60_000)
+        page.locator("#live-view .live-stop").click()
+        assert page.locator("#live-view .live-status").inner_text() == "Stopped."
+        browser.close()
+    assert frames and frames[-1]["grad_cam"] is False and frames[-1]["image"].startswith("data:image/jpeg")
+
+
 def test_dataset_browser_without_data_says_so_once_in_full(tmp_path):
     """No data: the whole message with the command to run, angle brackets shown, on every click."""
     folder = write_tiny_checkpoints(tmp_path / "ck")

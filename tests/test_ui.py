@@ -1,4 +1,6 @@
 """The lab's handlers, called directly (no browser), and the Blocks build."""
+import base64
+import json
 from pathlib import Path
 
 import cv2
@@ -11,7 +13,8 @@ from ferlab.pipeline import analyze as ferlab_analyze
 
 from ferlab.explain import applicable_methods
 from ferlab.ui import ModelRegistry, build_app
-from ferlab.ui.classify import classify_image, classify_stream, classify_video
+from ferlab.ui.classify import (LIVE_JS, LiveStreams, classify_image, classify_stream, classify_video, live_frame,
+                                live_settings)
 from ferlab.ui.compare_tab import compare_models, most_different
 from ferlab.ui.explain_tab import explain_image, layer_choices, method_choices, run_sanity_check
 from ferlab.ui.layers_tab import layer_grid
@@ -127,6 +130,64 @@ def test_stream_frames_pass_through_on_error(registry, monkeypatch):
     for _ in range(3):
         out, tracker = classify_stream(registry, ASTRONAUT, "tiny_cnn", True, 0.4, tracker)
     assert list(tracker.tracks) == [0] and len(tracker.tracks[0].history) >= 1
+
+
+def data_url(rgb: np.ndarray) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(cv2.imencode(".jpg", rgb[..., ::-1])[1]).decode()
+
+
+def from_data_url(url: str) -> np.ndarray:
+    return cv2.imdecode(np.frombuffer(base64.b64decode(url.partition(",")[2]), np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+
+
+def test_live_frames_round_trip_in_order(registry):
+    """The browser loop's frames: annotated and sent back; a frame overtaken by a newer one is skipped;
+    a new stream id starts a new tracker; the settings travel with each frame."""
+    streams = LiveStreams()
+    frame = {"stream": "a", "seq": 1, "image": data_url(ASTRONAUT), **json.loads(live_settings("tiny_cnn", True, 0.4))}
+    answer = live_frame(registry, streams, frame)
+    assert (answer["stream"], answer["seq"]) == ("a", 1)
+    shown = from_data_url(answer["image"])
+    assert shown.shape == ASTRONAUT.shape
+    assert np.abs(shown.astype(int) - ASTRONAUT).mean() > 1, "the frame comes back annotated"
+    assert live_frame(registry, streams, {**frame, "seq": 2})["image"]
+    assert "image" not in live_frame(registry, streams, frame), "seq 1 after seq 2: overtaken, skipped"
+    tracker = streams.get("a").tracker
+    assert len(tracker.tracks) == 1
+    assert live_frame(registry, streams, {**frame, "stream": "b"})["image"], "another stream has its own order"
+    assert streams.get("b").tracker is not tracker
+    # without the overlay the face's pixels stay as they were, apart from JPEG's noise and the drawn box
+    plain = from_data_url(live_frame(registry, streams, {**frame, "seq": 3, "grad_cam": False})["image"])
+    assert np.abs(plain.astype(int) - ASTRONAUT).mean() < np.abs(shown.astype(int) - ASTRONAUT).mean()
+
+
+@pytest.mark.parametrize("payload,match", [
+    (None, "expected a frame"), ({"image": 3}, "expected a frame"),
+    ({"image": "data:text/html;base64,PGI+", "model": "tiny_cnn"}, "JPEG or PNG data URL"),
+    ({"image": "data:image/jpeg;base64," + "A" * 4_000_004, "model": "tiny_cnn"}, "at most"),
+    ({"image": "data:image/jpeg;base64,not base64!", "model": "tiny_cnn"}, "could not be read"),
+    ({"image": "data:image/jpeg;base64,aGVsbG8=", "model": "tiny_cnn"}, "not a readable image"),
+    ({"image": "data:image/jpeg;base64,aGVsbG8=", "model": "missing"}, "unknown model 'missing'"),
+    ({"image": "data:image/jpeg;base64,aGVsbG8=", "model": "tiny_cnn", "alpha": "x"}, "could not be read"),
+])
+def test_live_frames_refuse_what_is_not_a_frame(registry, payload, match):
+    answer = live_frame(registry, LiveStreams(), payload)
+    assert set(answer) == {"error"} and match in answer["error"]
+
+
+def test_live_streams_keep_the_most_recent():
+    streams = LiveStreams(size=2)
+    first = streams.get("1")
+    streams.get("2"), streams.get("1"), streams.get("3")   # "2" is now the least recently used
+    assert streams.get("1") is first
+    assert list(streams._streams) == ["3", "1"]
+
+
+def test_live_view_calls_the_function_the_app_registers(registry):
+    demo = build_app(ModelRegistry(registry.folder))
+    view = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "live-view")
+    assert [fn.__name__ for fn in view.server_fns] == ["live_frame"]
+    assert "server.live_frame(" in LIVE_JS and "props.value" in LIVE_JS
 
 
 def test_video_round_trip_and_errors(registry, tmp_path):

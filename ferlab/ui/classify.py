@@ -1,8 +1,13 @@
 """Classify tab: photos, webcam snapshots, a live webcam stream and video files."""
 from __future__ import annotations
 
+import base64
 import functools
+import json
+import threading
 import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -26,10 +31,9 @@ MAX_VIDEO_SECONDS = 600
 LIVE_MIN_FACE = 48       # live frames: faces under this many pixels are not searched for (keeps 640x480 fast)
 LIVE_ANGLES = (0.0,)     # live frames are searched upright only: the turned passes would triple the search
 LIVE_SEARCH_EVERY = 2    # live frames: faces are searched in every 2nd frame, kept in place in between
-# Seconds between webcam frames sent.  Gradio's client sends on this tick only when the last frame
-# has come back, so a round trip just over the tick halves the rate; shorter ticks measured slower
-# with Chromium on the same 2 cores (docs/experiments/live_stream.md).
-LIVE_STREAM_EVERY = 0.05
+LIVE_JPEG_QUALITY = 80    # annotated live frames go back as JPEG: a fraction of PNG's or WebP's encoding time
+LIVE_MAX_FRAME_CHARS = 4_000_000   # a base64 JPEG frame larger than this is refused (640x480 sends ~60 kB)
+LIVE_STREAMS = 32         # live streams whose tracker is kept; the least recently used is dropped
 
 
 def live_faces(frame: np.ndarray, tracker: FaceTracker) -> Faces:
@@ -123,6 +127,71 @@ def classify_stream(registry: ModelRegistry, frame, model_name: str, show_cam: b
         return frame, tracker
 
 
+@dataclass
+class LiveStream:
+    """One live stream (a Start in one browser tab): its face tracker and the newest frame analysed
+    (an older frame overtaken in flight is skipped)."""
+    tracker: FaceTracker = field(default_factory=FaceTracker)
+    newest: int = 0
+
+
+class LiveStreams:
+    """The ``size`` most recently used live streams, by the id the browser gave each.  Frames are
+    analysed one at a time, whichever stream they belong to: on a few cores, frames analysed side by
+    side only compete for them."""
+
+    def __init__(self, size: int = LIVE_STREAMS):
+        self.size = size
+        self.analysis = threading.Lock()
+        self._streams: OrderedDict[str, LiveStream] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> LiveStream:
+        with self._lock:
+            stream = self._streams.pop(key, None) or LiveStream()
+            self._streams[key] = stream
+            while len(self._streams) > self.size:
+                self._streams.popitem(last=False)
+            return stream
+
+
+def live_settings(model_name: str, show_cam: bool, alpha: float) -> str:
+    """The controls' values as the Live webcam component carries them to the browser (JSON)."""
+    return json.dumps({"model": model_name, "grad_cam": bool(show_cam), "alpha": float(alpha)})
+
+
+def live_frame(registry: ModelRegistry, streams: LiveStreams, payload) -> dict:
+    """One frame of the browser's live loop (``live.js``), ``{"stream", "seq", "image": JPEG data URL,
+    "model", "grad_cam", "alpha"}`` -> ``{"stream", "seq", "image"}`` with the annotated frame; no
+    ``image`` for a frame overtaken by a newer one; ``{"error"}`` for anything that is not a frame.
+    Analysis goes through ``classify_stream``."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("image"), str):
+        return {"error": "expected a frame: {stream, seq, image, model, grad_cam, alpha}"}
+    header, _, data = payload["image"].partition(",")
+    if header not in ("data:image/jpeg;base64", "data:image/png;base64") or len(data) > LIVE_MAX_FRAME_CHARS:
+        return {"error": f"a frame is a JPEG or PNG data URL of at most {LIVE_MAX_FRAME_CHARS:,} characters"}
+    model_name = payload.get("model")
+    if model_name not in registry.names():
+        return {"error": f"unknown model {model_name!r}"}
+    try:
+        alpha = min(max(float(payload.get("alpha", 0.45)), 0.0), 1.0)
+        frame = to_rgb_frame(base64.b64decode(data, validate=True))
+    except Exception as exc:  # binascii.Error, InputError, a non-number
+        return {"error": f"the frame could not be read ({exc})"}
+    key, seq = str(payload.get("stream", "")), payload.get("seq")
+    seq = seq if isinstance(seq, int) else 0
+    stream = streams.get(key)
+    with streams.analysis:
+        if seq and seq <= stream.newest:
+            return {"stream": key, "seq": seq}
+        stream.newest = seq
+        annotated, stream.tracker = classify_stream(registry, frame, model_name, bool(payload.get("grad_cam")),
+                                                    alpha, stream.tracker)
+    bgr = cv2.cvtColor(annotated, cv2.COLOR_RGB2BGR)
+    jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, LIVE_JPEG_QUALITY])[1]
+    return {"stream": key, "seq": seq, "image": "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")}
+
+
 @user_errors
 def classify_video(registry: ModelRegistry, video_path, model_name: str, show_cam: bool = True, alpha: float = 0.45,
                    max_frames: int = MAX_VIDEO_FRAMES, progress=gr.Progress()):
@@ -198,6 +267,22 @@ def emotion_plot(times: np.ndarray, smoothed: np.ndarray, raw: np.ndarray | None
     return fig
 
 
+# The Live webcam tab is a small page of its own: the browser keeps two frames in flight to the
+# server function ``live_frame`` instead of one per tick of Gradio's streaming events, which held
+# the rate near 13-16 FPS on 2 cores (docs/experiments/live_stream.md).
+LIVE_JS = (Path(__file__).with_name("live.js")).read_text(encoding="utf-8")
+LIVE_HTML = """<div class="ferlab-live">
+  <div style="display: flex; gap: 0.6em; align-items: center; margin-bottom: 0.5em">
+    <button class="live-start" style="padding: 0.4em 1.2em; border-radius: 6px; font-weight: 600;
+      background: var(--button-primary-background-fill); color: var(--button-primary-text-color)">Start webcam</button>
+    <button class="live-stop" style="padding: 0.4em 1.2em; border-radius: 6px" disabled>Stop</button>
+    <span class="live-status" role="status">Press Start webcam: frames go to this app only, nothing is stored.</span>
+  </div>
+  <div id="live-output"><img alt="the webcam, with each face found, its emotion and Grad-CAM" style="max-width: 100%"></div>
+  <video class="live-camera" muted playsinline
+         style="position: absolute; width: 1px; height: 1px; opacity: 0; pointer-events: none"></video>
+</div>"""
+
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 EXAMPLES = ("astronaut.jpg", "chelsea.jpg")  # one face; no face (licences: assets/LICENSES.md)
 
@@ -239,16 +324,18 @@ def build(registry: ModelRegistry, models: list[str]):
                 gr.Examples(examples, inputs=image, label="examples: NASA's public-domain astronaut portrait, "
                                                           "and a cat (no face: what does the lab say?)")
         with gr.Tab("Live webcam"):
-            gr.Markdown("Streams webcam frames through detection, classification and Grad-CAM on this machine.")
-            with gr.Row():
-                cam_in = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="webcam",
-                                  elem_id="live-input")
-                # JPEG: a fraction of WebP's or PNG's encoding time per frame, which the frame rate pays
-                cam_out = OutputImage(label="live", format="jpeg", elem_id="live-output")
-            tracker = gr.State(None)  # one FaceTracker per browser session
-            cam_in.stream(functools.partial(classify_stream, registry), [cam_in, model, show_cam, alpha, tracker],
-                          [cam_out, tracker],
-                          stream_every=LIVE_STREAM_EVERY, concurrency_limit=1, time_limit=600, api_visibility="private")
+            gr.Markdown("Streams webcam frames through detection, classification and Grad-CAM on this machine. "
+                        "The controls above apply while it runs.")
+            streams = LiveStreams()
+
+            def frame_handler(payload):
+                return live_frame(registry, streams, payload)
+            frame_handler.__name__ = "live_frame"  # what live.js calls: server.live_frame(...)
+            # the component's value carries the controls' values to the browser; its page does not show it
+            live_view = gr.HTML(live_settings(default, True, 0.45), html_template=LIVE_HTML,
+                                js_on_load=LIVE_JS, server_functions=[frame_handler], elem_id="live-view")
+            gr.on([model.change, show_cam.change, alpha.change], live_settings, [model, show_cam, alpha], live_view,
+                  queue=False, show_progress="hidden", api_visibility="private")
         with gr.Tab("Video"):
             with gr.Row():
                 video = gr.Video(label="video file", sources=["upload"])
