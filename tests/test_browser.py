@@ -93,8 +93,8 @@ def test_live_webcam_frames_arrive(app_url, tmp_path):
 
 
 def test_live_webcam_follows_the_controls(app_url, tmp_path):
-    """The live loop sends the controls' values with each frame: untick Grad-CAM, and the frames say so;
-    Stop stops the camera."""
+    """The live loop sends the controls' values with each frame (untick Grad-CAM, and the frames say so),
+    sends nothing while its tab is out of view, and Stop stops it."""
     import json
     from benchmarks.browser_stream import CHROMIUM_FLAGS, camera_frames, write_y4m
     app_url, _ = app_url
@@ -111,6 +111,14 @@ def test_live_webcam_follows_the_controls(app_url, tmp_path):
         page.get_by_label("Grad-CAM overlay").click()   # on by default
         page.locator("#live-view .live-start").click()
         page.wait_for_selector("#live-view .live-status:text('frames per second')", timeout=60_000)
+        page.get_by_role("tab", name="Photo / snapshot").click()   # out of view: no frames are sent
+        page.wait_for_timeout(1000)
+        sent = len(frames)
+        page.wait_for_timeout(1500)
+        assert len(frames) == sent
+        page.get_by_role("tab", name="Live webcam").click()
+        page.wait_for_timeout(1000)
+        assert len(frames) > sent, "back in view, frames flow again"
         page.locator("#live-view .live-stop").click()
         assert page.locator("#live-view .live-status").inner_text() == "Stopped."
         browser.close()

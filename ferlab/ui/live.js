@@ -32,7 +32,11 @@ function pump() {
   if (!camera || inFlight >= MAX_IN_FLIGHT || pending) return;
   const wait = lastSent + MIN_GAP_MS - performance.now();
   if (wait > 0) { pending = setTimeout(() => { pending = null; pump(); }, wait); return; }
-  if (!video.videoWidth) { pending = setTimeout(() => { pending = null; pump(); }, 50); return; }
+  // no camera picture yet, or the tab is out of view (another tab picked): wait, send nothing
+  if (!video.videoWidth || element.offsetParent === null) {
+    pending = setTimeout(() => { pending = null; pump(); }, 100);
+    return;
+  }
   canvas.width = video.videoWidth;
   canvas.height = video.videoHeight;
   canvas.getContext("2d").drawImage(video, 0, 0);
