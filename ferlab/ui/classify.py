@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import json
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -13,6 +15,7 @@ from pathlib import Path
 import cv2
 import gradio as gr
 import numpy as np
+import torch
 from matplotlib.figure import Figure
 
 from ..annotate import draw_faces
@@ -30,10 +33,14 @@ MAX_VIDEO_SECONDS = 600
 
 LIVE_MIN_FACE = 48       # live frames: faces under this many pixels are not searched for (keeps 640x480 fast)
 LIVE_ANGLES = (0.0,)     # live frames are searched upright only: the turned passes would triple the search
-LIVE_SEARCH_EVERY = 2    # live frames: faces are searched in every 2nd frame, kept in place in between
+LIVE_SEARCH_EVERY = 3    # live frames: faces are searched in every 3rd frame, kept in place in between
 LIVE_JPEG_QUALITY = 80    # annotated live frames go back as JPEG: a fraction of PNG's or WebP's encoding time
 LIVE_MAX_FRAME_CHARS = 4_000_000   # a base64 JPEG frame larger than this is refused (640x480 sends ~60 kB)
 LIVE_STREAMS = 32         # live streams whose tracker is kept; the least recently used is dropped
+# Torch threads per live frame: half the cores, the other half left to the browser that captures,
+# encodes and shows the frames (on a laptop, the same machine).  On 2 cores one thread does a frame
+# in 1.3x the time of two but with 0.7x their CPU, which the browser needs (docs/experiments/live_stream.md).
+LIVE_THREADS = max(1, (os.cpu_count() or 2) // 2)
 
 
 def live_faces(frame: np.ndarray, tracker: FaceTracker) -> Faces:
@@ -155,6 +162,17 @@ class LiveStreams:
             return stream
 
 
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """Torch's intra-op threads for the calling thread (OpenMP keeps the count per thread), restored after."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def live_settings(model_name: str, show_cam: bool, alpha: float) -> str:
     """The controls' values as the Live webcam component carries them to the browser (JSON)."""
     return json.dumps({"model": model_name, "grad_cam": bool(show_cam), "alpha": float(alpha)})
@@ -181,7 +199,7 @@ def live_frame(registry: ModelRegistry, streams: LiveStreams, payload) -> dict:
     key, seq = str(payload.get("stream", "")), payload.get("seq")
     seq = seq if isinstance(seq, int) else 0
     stream = streams.get(key)
-    with streams.analysis:
+    with streams.analysis, torch_threads(LIVE_THREADS):
         if seq and seq <= stream.newest:
             return {"stream": key, "seq": seq}
         stream.newest = seq

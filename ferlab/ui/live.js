@@ -4,7 +4,7 @@
 // canvas, sent as a JPEG and the annotated JPEG that comes back replaces the last one shown.  Up to
 // MAX_IN_FLIGHT frames travel at once, so the browser encodes and sends the next frame while the
 // server works on the last one: the rate follows the server, not a round trip per frame.
-const MAX_IN_FLIGHT = 2;
+const MAX_IN_FLIGHT = 3;
 const MIN_GAP_MS = 1000 / 30;        // never faster than a 30 FPS camera
 const MAX_FAILURES = 5;              // consecutive failed frames before the loop stops and says why
 const video = element.querySelector(".live-camera");
@@ -13,7 +13,7 @@ const status = element.querySelector(".live-status");
 const startButton = element.querySelector(".live-start");
 const stopButton = element.querySelector(".live-stop");
 const canvas = document.createElement("canvas");
-let camera = null, stream = "", seq = 0, newest = 0, inFlight = 0, failures = 0, lastSent = 0;
+let camera = null, stream = "", seq = 0, newest = 0, inFlight = 0, failures = 0, due = 0;
 let counted = [], pending = null;
 
 function say(text) { status.textContent = text; }
@@ -30,8 +30,8 @@ function stop(message) {
 
 function pump() {
   if (!camera || inFlight >= MAX_IN_FLIGHT || pending) return;
-  const wait = lastSent + MIN_GAP_MS - performance.now();
-  if (wait > 0) { pending = setTimeout(() => { pending = null; pump(); }, wait); return; }
+  const now = performance.now();
+  if (now < due) { pending = setTimeout(() => { pending = null; pump(); }, due - now); return; }
   // no camera picture yet, or the tab is out of view (another tab picked): wait, send nothing
   if (!video.videoWidth || element.offsetParent === null) {
     pending = setTimeout(() => { pending = null; pump(); }, 100);
@@ -42,7 +42,10 @@ function pump() {
   canvas.getContext("2d").drawImage(video, 0, 0);
   const settings = JSON.parse(props.value || "{}");
   const frame = {...settings, stream: stream, seq: ++seq, image: canvas.toDataURL("image/jpeg", 0.8)};
-  lastSent = performance.now();
+  // the next frame is due one camera frame later, counted from when this one was due: a timer that
+  // fires late (they do, by 5-10 ms on a busy machine) does not slow the rate; after a stall (all
+  // frames in flight) the next one waits half a frame, not a burst of catch-up frames
+  due = Math.max(due + MIN_GAP_MS, now + MIN_GAP_MS / 2);
   inFlight += 1;
   server.live_frame(frame).then((answer) => {
     failures = 0;
@@ -81,7 +84,7 @@ startButton.addEventListener("click", async () => {
   video.srcObject = camera;
   await video.play();
   stream = Math.random().toString(36).slice(2);
-  seq = 0; newest = 0; failures = 0; counted = [];
+  seq = 0; newest = 0; failures = 0; counted = []; due = 0;
   stopButton.disabled = false;
   say("Streaming...");
   pump();
