@@ -23,8 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 from benchmarks import device_label, report
 
 from ferlab.ui import ModelRegistry
-from ferlab.ui.classify import classify_image, classify_stream
+from ferlab.ui.classify import classify_image
 from ferlab.ui.layers_tab import layer_grid
+from ferlab.ui.live import classify_stream
 
 
 def test_frame() -> tuple[np.ndarray, str]:

@@ -45,7 +45,7 @@ COUNT_FRAMES = """() => {
 # Minimal apps whose handlers return each frame unchanged: the transports' own ceilings
 ECHO_LOOP_APP = """import sys
 import gradio as gr
-from ferlab.ui.classify import LIVE_HTML, LIVE_JS, live_settings
+from ferlab.ui.live import LIVE_HTML, LIVE_JS, live_settings
 def live_frame(payload):
     return {"stream": payload["stream"], "seq": payload["seq"], "image": payload["image"]}
 with gr.Blocks() as demo:
@@ -125,7 +125,7 @@ def browser_fps(url: str, camera: Path, seconds: float, warmup: float, grad_cam:
 def server_fps(registry, model: str, frames: list[np.ndarray], grad_cam: bool, repeats: int = 60) -> float:
     """Frames per second of the stream handler alone, called in this process one frame after another."""
     from ferlab.tracking import FaceTracker
-    from ferlab.ui.classify import classify_stream
+    from ferlab.ui.live import classify_stream
     tracker = FaceTracker()
     for frame in frames[:5]:
         _, tracker = classify_stream(registry, frame, model, grad_cam, 0.45, tracker)

@@ -33,7 +33,7 @@ from ferlab.evaluation import predict_arrays
 from ferlab.faces import Box, default_detector, frame_transform, warp_crop
 from ferlab.pipeline import DEFAULT_MODEL, classify_faces, find_faces
 from ferlab.tracking import SMOOTHING_SECONDS, FaceTracker, label_flips
-from ferlab.ui.classify import LIVE_ANGLES, LIVE_MIN_FACE
+from ferlab.ui.live import LIVE_ANGLES, LIVE_MIN_FACE
 
 ASSETS = Path(__file__).resolve().parent.parent / "ferlab" / "assets"
 SIZES = ((640, 480), (1024, 768), (1600, 1200))

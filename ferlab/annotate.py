@@ -11,6 +11,7 @@ import numpy as np
 
 from .explain.core import color_heatmap
 from .faces import crop_corners, picture_region
+from .pipeline import Faces, classify_faces
 
 FRAME_COLOR = (0, 200, 120)
 FALLBACK_COLOR = (230, 160, 0)
@@ -75,3 +76,20 @@ def draw_faces(frame: np.ndarray, faces: list, labels: list[str], alpha: float =
         cv2.rectangle(out, rect[:2], (rect[2] - 1, rect[3] - 1), color, -1)
         cv2.putText(out, text, (left + 3, y + 3 + th), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick, cv2.LINE_AA)
     return out
+
+
+def face_label(face, index: int, count: int) -> str:
+    """The words drawn beside a face: its emotion and confidence, numbered when there are several."""
+    text = f"{face.emotion} {face.confidence:.0%}" if face.detected else f"no face found: centre {face.emotion}"
+    return f"{index + 1}: {text}" if count > 1 else text
+
+
+def annotate_faces(model, frame: np.ndarray, located: Faces, show_evidence: bool = True, alpha: float = 0.45,
+                   tracker=None, t: float = 0.0):
+    """Located faces classified (with Grad-CAM when ``show_evidence``), followed by ``tracker`` (a
+    ``ferlab.tracking.FaceTracker``) at time ``t`` when given, and drawn -> (annotated frame, face results)."""
+    faces = classify_faces(model, located, "gradcam" if show_evidence else None)
+    if tracker is not None:
+        tracker.update(faces, t)
+    labels = [face_label(f, i, len(faces)) for i, f in enumerate(faces)]
+    return draw_faces(frame, faces, labels, alpha, show_evidence=show_evidence), faces

@@ -33,7 +33,7 @@ class FaceTracker:
         self.window_s, self.max_gap_s = float(window_s), float(max_gap_s)
         self.tracks: dict[int, _Track] = {}
         self._next = 0
-        # a live stream's last face search, reused for the frames in between (ferlab.ui.classify)
+        # a live stream's last face search, reused for the frames in between (ferlab.ui.live)
         self.locations: list | None = None
         self.frames_since_search = 0
         self.frame_shape: tuple | None = None

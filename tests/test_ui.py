@@ -13,8 +13,8 @@ from ferlab.pipeline import analyze as ferlab_analyze
 
 from ferlab.explain import applicable_methods
 from ferlab.ui import ModelRegistry, build_app
-from ferlab.ui.classify import (LIVE_JS, LiveStreams, classify_image, classify_stream, classify_video, live_frame,
-                                live_settings)
+from ferlab.ui.classify import classify_image, classify_video
+from ferlab.ui.live import LIVE_JS, LiveStreams, classify_stream, live_frame, live_settings
 from ferlab.ui.compare_tab import compare_models, most_different
 from ferlab.ui.explain_tab import explain_image, layer_choices, method_choices, run_sanity_check
 from ferlab.ui.layers_tab import layer_grid
@@ -125,7 +125,7 @@ def test_stream_frames_pass_through_on_error(registry, monkeypatch):
     # a face followed over frames keeps its one track (a new session: a new tracker); frames 50 ms
     # apart on a fake clock, so a slow machine does not open a new track
     clock = iter(np.arange(100.0, 200.0, 0.05))
-    monkeypatch.setattr("ferlab.ui.classify.time.monotonic", lambda: next(clock))
+    monkeypatch.setattr("ferlab.ui.live.time.monotonic", lambda: next(clock))
     tracker = None
     for _ in range(3):
         out, tracker = classify_stream(registry, ASTRONAUT, "tiny_cnn", True, 0.4, tracker)
@@ -349,15 +349,15 @@ def test_live_frames_search_faces_every_nth_frame(registry, monkeypatch):
     """Live streams search for faces in every LIVE_SEARCH_EVERY-th frame and keep the last search's
     locations in between; a frame of another size searches again."""
     from ferlab.tracking import FaceTracker
-    from ferlab.ui import classify as classify_mod
+    from ferlab.ui import live as live_mod
     searches = []
-    real = classify_mod.find_faces
-    monkeypatch.setattr(classify_mod, "find_faces", lambda *a, **k: searches.append(1) or real(*a, **k))
+    real = live_mod.find_faces
+    monkeypatch.setattr(live_mod, "find_faces", lambda *a, **k: searches.append(1) or real(*a, **k))
     tracker = FaceTracker()
-    every = classify_mod.LIVE_SEARCH_EVERY
-    located = [classify_mod.live_faces(ASTRONAUT, tracker) for _ in range(2 * every)]
+    every = live_mod.LIVE_SEARCH_EVERY
+    located = [live_mod.live_faces(ASTRONAUT, tracker) for _ in range(2 * every)]
     assert len(searches) == 2
     assert all(f.locations == located[0].locations for f in located[:every])
     assert len(located[1].locations) == 1 and located[1].frame.shape == ASTRONAUT.shape
-    classify_mod.live_faces(ASTRONAUT[:200, :200], tracker)
+    live_mod.live_faces(ASTRONAUT[:200, :200], tracker)
     assert len(searches) == 3

@@ -1,74 +1,25 @@
 """Classify tab: photos, webcam snapshots, a live webcam stream and video files."""
 from __future__ import annotations
 
-import base64
-import contextlib
 import functools
-import json
-import os
-import threading
-import time
-from collections import OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import gradio as gr
 import numpy as np
-import torch
 from matplotlib.figure import Figure
 
-from ..annotate import draw_faces
+from ..annotate import annotate_faces
 from ..explain import region_words
-from ..faces import to_rgb_frame
 from ..labels import EMOTIONS
-from ..pipeline import Faces, classify_faces, find_faces, relocate
+from ..pipeline import find_faces
 from ..tracking import SMOOTHING_SECONDS, FaceTracker, label_flips
-from .common import (ModelRegistry, OutputImage, SafeImage, gpu, log, probs_dict, require_image, scratch_dir,
+from . import live
+from .common import (ModelRegistry, OutputImage, SafeImage, gpu, probs_dict, require_image, scratch_dir,
                      user_errors)
 
 MAX_VIDEO_FRAMES = 300   # frames analysed per video; longer videos are sampled evenly
 MAX_VIDEO_SECONDS = 600
-
-
-LIVE_MIN_FACE = 48       # live frames: faces under this many pixels are not searched for (keeps 640x480 fast)
-LIVE_ANGLES = (0.0,)     # live frames are searched upright only: the turned passes would triple the search
-LIVE_SEARCH_EVERY = 3    # live frames: faces are searched in every 3rd frame, kept in place in between
-LIVE_JPEG_QUALITY = 80    # annotated live frames go back as JPEG: a fraction of PNG's or WebP's encoding time
-LIVE_MAX_FRAME_CHARS = 4_000_000   # a base64 JPEG frame larger than this is refused (640x480 sends ~60 kB)
-LIVE_STREAMS = 32         # live streams whose tracker is kept; the least recently used is dropped
-# Torch threads per live frame: half the cores, the other half left to the browser that captures,
-# encodes and shows the frames (on a laptop, the same machine).  On 2 cores one thread does a frame
-# in 1.3x the time of two but with 0.7x their CPU, which the browser needs (docs/experiments/live_stream.md).
-LIVE_THREADS = max(1, (os.cpu_count() or 2) // 2)
-
-
-def live_faces(frame: np.ndarray, tracker: FaceTracker) -> Faces:
-    """A live frame's faces: searched every ``LIVE_SEARCH_EVERY`` frames, the last search's
-    locations reused in between (the search is most of a frame's cost; faces move little in 50 ms)."""
-    if (tracker.locations is not None and tracker.frame_shape == frame.shape
-            and tracker.frames_since_search < LIVE_SEARCH_EVERY - 1):
-        tracker.frames_since_search += 1
-        return relocate(frame, tracker.locations)
-    faces = find_faces(frame, min_face=LIVE_MIN_FACE, angles=LIVE_ANGLES)
-    tracker.locations, tracker.frames_since_search, tracker.frame_shape = faces.locations, 0, frame.shape
-    return faces
-
-
-def _analyse(model, frame: np.ndarray, show_cam: bool, alpha: float, fallback: bool = False,
-             tracker: FaceTracker | None = None, t: float = 0.0, min_face: int | None = None, live: bool = False):
-    """Every face through ``ferlab.pipeline`` -> (annotated frame, face results)."""
-    located = live_faces(frame, tracker) if live else find_faces(frame, fallback=fallback, min_face=min_face)
-    faces = classify_faces(model, located, "gradcam" if show_cam else None)
-    if tracker is not None:
-        tracker.update(faces, t)
-    labels = [face_label(f, i, len(faces)) for i, f in enumerate(faces)]
-    return draw_faces(frame, faces, labels, alpha, show_evidence=show_cam), faces
-
-
-def face_label(face, index: int, count: int) -> str:
-    text = f"{face.emotion} {face.confidence:.0%}" if face.detected else f"no face found: centre {face.emotion}"
-    return f"{index + 1}: {text}" if count > 1 else text
 
 
 NO_FACE = ("**No face was found.** The detector looks for frontal faces at least 24 pixels wide: try a closer, "
@@ -103,7 +54,7 @@ def classify_image(registry: ModelRegistry, image, model_name: str, show_cam: bo
     face picker update, every face's probabilities): the bars show one face at a time, face 1 first."""
     frame = require_image(image)
     model = registry.get(model_name)
-    annotated, faces = _analyse(model, frame, show_cam, alpha, fallback)
+    annotated, faces = annotate_faces(model, frame, find_faces(frame, fallback=fallback), show_cam, alpha)
     per_face = [probs_dict(f.shown_probabilities) for f in faces]
     picker = gr.update(choices=[str(i + 1) for i in range(len(faces))], value="1" if faces else None,
                        visible=len(faces) > 1)
@@ -116,98 +67,6 @@ def face_bars(choice: str | None, per_face: list):
         return None
     index = int(choice) - 1 if choice and str(choice).isdigit() else 0
     return per_face[min(max(index, 0), len(per_face) - 1)]
-
-
-def classify_stream(registry: ModelRegistry, frame, model_name: str, show_cam: bool = True, alpha: float = 0.45,
-                    tracker: FaceTracker | None = None):
-    """One live webcam frame -> (annotated frame, tracker).  Faces are followed across frames and their
-    probabilities smoothed (``ferlab.tracking``).  Never raises: a bad frame is passed through."""
-    tracker = tracker if isinstance(tracker, FaceTracker) else FaceTracker()
-    if frame is None:
-        return None, tracker
-    try:
-        annotated, _ = _analyse(registry.get(model_name), to_rgb_frame(frame), show_cam, alpha, tracker=tracker,
-                                t=time.monotonic(), live=True)
-        return annotated, tracker
-    except Exception:
-        log.exception("live frame failed")
-        return frame, tracker
-
-
-@dataclass
-class LiveStream:
-    """One live stream (a Start in one browser tab): its face tracker and the newest frame analysed
-    (an older frame overtaken in flight is skipped)."""
-    tracker: FaceTracker = field(default_factory=FaceTracker)
-    newest: int = 0
-
-
-class LiveStreams:
-    """The ``size`` most recently used live streams, by the id the browser gave each.  Frames are
-    analysed one at a time, whichever stream they belong to: on a few cores, frames analysed side by
-    side only compete for them."""
-
-    def __init__(self, size: int = LIVE_STREAMS):
-        self.size = size
-        self.analysis = threading.Lock()
-        self._streams: OrderedDict[str, LiveStream] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> LiveStream:
-        with self._lock:
-            stream = self._streams.pop(key, None) or LiveStream()
-            self._streams[key] = stream
-            while len(self._streams) > self.size:
-                self._streams.popitem(last=False)
-            return stream
-
-
-@contextlib.contextmanager
-def torch_threads(count: int):
-    """Torch's intra-op threads for the calling thread (OpenMP keeps the count per thread), restored after."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def live_settings(model_name: str, show_cam: bool, alpha: float) -> str:
-    """The controls' values as the Live webcam component carries them to the browser (JSON)."""
-    return json.dumps({"model": model_name, "grad_cam": bool(show_cam), "alpha": float(alpha)})
-
-
-def live_frame(registry: ModelRegistry, streams: LiveStreams, payload) -> dict:
-    """One frame of the browser's live loop (``live.js``), ``{"stream", "seq", "image": JPEG data URL,
-    "model", "grad_cam", "alpha"}`` -> ``{"stream", "seq", "image"}`` with the annotated frame; no
-    ``image`` for a frame overtaken by a newer one; ``{"error"}`` for anything that is not a frame.
-    Analysis goes through ``classify_stream``."""
-    if not isinstance(payload, dict) or not isinstance(payload.get("image"), str):
-        return {"error": "expected a frame: {stream, seq, image, model, grad_cam, alpha}"}
-    header, _, data = payload["image"].partition(",")
-    if header not in ("data:image/jpeg;base64", "data:image/png;base64") or len(data) > LIVE_MAX_FRAME_CHARS:
-        return {"error": f"a frame is a JPEG or PNG data URL of at most {LIVE_MAX_FRAME_CHARS:,} characters"}
-    model_name = payload.get("model")
-    if model_name not in registry.names():
-        return {"error": f"unknown model {model_name!r}"}
-    try:
-        alpha = min(max(float(payload.get("alpha", 0.45)), 0.0), 1.0)
-        frame = to_rgb_frame(base64.b64decode(data, validate=True))
-    except Exception as exc:  # binascii.Error, InputError, a non-number
-        return {"error": f"the frame could not be read ({exc})"}
-    key, seq = str(payload.get("stream", "")), payload.get("seq")
-    seq = seq if isinstance(seq, int) else 0
-    stream = streams.get(key)
-    with streams.analysis, torch_threads(LIVE_THREADS):
-        if seq and seq <= stream.newest:
-            return {"stream": key, "seq": seq}
-        stream.newest = seq
-        annotated, stream.tracker = classify_stream(registry, frame, model_name, bool(payload.get("grad_cam")),
-                                                    alpha, stream.tracker)
-    bgr = cv2.cvtColor(annotated, cv2.COLOR_RGB2BGR)
-    jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, LIVE_JPEG_QUALITY])[1]
-    return {"stream": key, "seq": seq, "image": "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")}
 
 
 @user_errors
@@ -237,7 +96,7 @@ def classify_video(registry: ModelRegistry, video_path, model_name: str, show_ca
             if index % step == 0:
                 frame = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                 t = index / fps
-                annotated, faces = _analyse(model, frame, show_cam, alpha, tracker=tracker, t=t)
+                annotated, faces = annotate_faces(model, frame, find_faces(frame), show_cam, alpha, tracker, t)
                 for face in faces:
                     tracks.setdefault(face.track_id, []).append((t, face.probabilities, face.smoothed))
                 if writer is None:
@@ -285,22 +144,6 @@ def emotion_plot(times: np.ndarray, smoothed: np.ndarray, raw: np.ndarray | None
     return fig
 
 
-# The Live webcam tab is a small page of its own: the browser keeps two frames in flight to the
-# server function ``live_frame`` instead of one per tick of Gradio's streaming events, which held
-# the rate near 13-16 FPS on 2 cores (docs/experiments/live_stream.md).
-LIVE_JS = (Path(__file__).with_name("live.js")).read_text(encoding="utf-8")
-LIVE_HTML = """<div class="ferlab-live">
-  <div style="display: flex; gap: 0.6em; align-items: center; margin-bottom: 0.5em">
-    <button class="live-start" style="padding: 0.4em 1.2em; border-radius: 6px; font-weight: 600;
-      background: var(--button-primary-background-fill); color: var(--button-primary-text-color)">Start webcam</button>
-    <button class="live-stop" style="padding: 0.4em 1.2em; border-radius: 6px" disabled>Stop</button>
-    <span class="live-status" role="status">Press Start webcam: frames go to this app only, nothing is stored.</span>
-  </div>
-  <div id="live-output"><img alt="the webcam, with each face found, its emotion and Grad-CAM" style="max-width: 100%"></div>
-  <video class="live-camera" muted playsinline
-         style="position: absolute; width: 1px; height: 1px; opacity: 0; pointer-events: none"></video>
-</div>"""
-
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 EXAMPLES = ("astronaut.jpg", "chelsea.jpg")  # one face; no face (licences: assets/LICENSES.md)
 
@@ -342,18 +185,7 @@ def build(registry: ModelRegistry, models: list[str]):
                 gr.Examples(examples, inputs=image, label="examples: NASA's public-domain astronaut portrait, "
                                                           "and a cat (no face: what does the lab say?)")
         with gr.Tab("Live webcam"):
-            gr.Markdown("Streams webcam frames through detection, classification and Grad-CAM on this machine. "
-                        "The controls above apply while it runs.")
-            streams = LiveStreams()
-
-            def frame_handler(payload):
-                return live_frame(registry, streams, payload)
-            frame_handler.__name__ = "live_frame"  # what live.js calls: server.live_frame(...)
-            # the component's value carries the controls' values to the browser; its page does not show it
-            live_view = gr.HTML(live_settings(default, True, 0.45), html_template=LIVE_HTML,
-                                js_on_load=LIVE_JS, server_functions=[frame_handler], elem_id="live-view")
-            gr.on([model.change, show_cam.change, alpha.change], live_settings, [model, show_cam, alpha], live_view,
-                  queue=False, show_progress="hidden", api_visibility="private")
+            live.build(registry, model, show_cam, alpha)
         with gr.Tab("Video"):
             with gr.Row():
                 video = gr.Video(label="video file", sources=["upload"])

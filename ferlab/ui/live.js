@@ -1,4 +1,4 @@
-// The Live webcam loop, run by the gr.HTML component of ferlab/ui/classify.py (js_on_load: `element`
+// The Live webcam loop, run by the gr.HTML component of ferlab/ui/live.py (js_on_load: `element`
 // is the component, `server.live_frame` the Python frame handler, `props.value` the controls' values
 // as JSON: model, Grad-CAM overlay, opacity).  Each camera frame is drawn to a
 // canvas, sent as a JPEG and the annotated JPEG that comes back replaces the last one shown.  Up to
