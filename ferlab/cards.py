@@ -35,8 +35,14 @@ def training_summary(card: dict) -> str:
     t = card.get("training", {})
     if not t:
         return "not recorded"
-    text = f"{t.get('epochs_run', '?')} epochs"
     hours = (t.get("wall_seconds") or 0) / 3600
+    if "soup_of" in t:   # ferlab.soup: the chosen runs' weights averaged
+        runs = {i["name"]: i for i in t["soup_of"]}
+        parts = [f"{n} ({runs[n].get('epochs_run', '?')} epochs after {runs[n].get('initialized_from')})"
+                 if runs[n].get("initialized_from") else f"{n} ({runs[n].get('epochs_run', '?')} epochs)"
+                 for n in t["chosen"]]
+        return f"weight average (greedy soup) of {' + '.join(parts)}, {hours:.1f} h on {t.get('hardware', '?')}"
+    text = f"{t.get('epochs_run', '?')} epochs"
     start = t.get("initialized_from")
     if start:
         text += f" after {start.get('name')}'s {start.get('epochs_run', '?')}"
@@ -59,7 +65,8 @@ def card_markdown(card: dict, name: str | None = None, intended_use: bool = True
         lines.append(f"- data: `{data.get('source')}`, labels {trained_labels(card)}, {data.get('train_size')} "
                      f"training images (fingerprint `{data.get('train_fingerprint')}`), selected on PublicTest")
     if t:
-        lines.append(f"- training: {training_summary(card)} (best epoch {t.get('best_epoch')}), torch {t.get('torch')}")
+        best = f" (best epoch {t['best_epoch']})" if t.get("best_epoch") is not None else ""
+        lines.append(f"- training: {training_summary(card)}{best}, torch {t.get('torch')}")
     if card.get("command"):
         lines.append(f"- command: `{card['command']}` at commit `{card.get('git_commit')}`")
     if card.get("notes"):

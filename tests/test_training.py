@@ -187,13 +187,18 @@ def test_recipes_parse_and_each_reproduces_a_shipped_model():
     shipped checkpoints or from the runs of an earlier stage (of this recipe or another)."""
     from pathlib import Path
     from ferlab.cli.train import stages
+    from ferlab.soup import SoupConfig, is_soup
     from ferlab.zoo import SHIPPED
     recipes = sorted(Path("train/configs").iterdir())
-    configs = {r: [TrainConfig.from_file(f) for f in stages(r)] for r in recipes}
+    configs = {r: [SoupConfig.from_file(f) if is_soup(f) else TrainConfig.from_file(f) for f in stages(r)]
+               for r in recipes}
     stage_runs = {f"runs/{c.name}" for cfgs in configs.values() for c in cfgs[:-1]}
     for recipe, cfgs in configs.items():
         assert cfgs[-1].name == recipe.stem and recipe.stem in SHIPPED, recipe
         for i, cfg in enumerate(cfgs):
+            if isinstance(cfg, SoupConfig):    # a soup averages runs of this recipe's earlier stages
+                assert set(cfg.soup) <= {f"runs/{c.name}" for c in cfgs[:i]}, (recipe, cfg.name)
+                continue
             for start in [cfg.init_from, *(cfg.distill_from or [])]:
                 if start:
                     earlier = {f"runs/{c.name}" for c in cfgs[:i]}

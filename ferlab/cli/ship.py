@@ -16,6 +16,7 @@ from pathlib import Path
 from ferlab.cards import write_model_card
 from ferlab.checkpoints import CARD_FILE, WEIGHTS_FILE, checkpoints_dir, read_card, trained_labels, update_card
 from ferlab.data import DataSourceError
+from ferlab.soup import SOUP_LOG
 from ferlab.cli.evaluate import evaluate
 
 
@@ -39,9 +40,11 @@ def main(argv=None):
         update_card(dest, notes=args.note)
     results = Path(args.results) / name
     results.mkdir(parents=True, exist_ok=True)
-    for f in ("log.csv", "curves.png"):
+    for f in ("log.csv", "curves.png", SOUP_LOG):
         if (run / f).exists():
             shutil.copy2(run / f, results / f)
+        elif (results / f).exists():   # a previous model's under this name: it does not describe this one
+            (results / f).unlink()
     own = trained_labels(read_card(dest))
     other = "ferplus" if own == "fer2013" else "fer2013"
     # against its own labels on every split; PublicTest and PrivateTest also against the other label

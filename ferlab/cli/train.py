@@ -2,7 +2,8 @@
 
 A folder of configs is a multi-stage recipe (``train/configs/ferlab_best/``): its stages run in
 file-name order, each into ``runs/<its name>``, and a stage whose run is already exported is
-skipped, so an interrupted pipeline continues with ``--resume``.
+skipped, so an interrupted pipeline continues with ``--resume``.  A stage with a ``soup`` list
+averages the weights of earlier stages' runs instead of training (``ferlab.soup``).
 
 On several processes or GPUs:  torchrun --nproc_per_node=N -m ferlab.cli.train --config ...
 """
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from ferlab.checkpoints import CARD_FILE, WEIGHTS_FILE
 from ferlab.distributed import launched_as_rank0
+from ferlab.soup import SoupConfig, is_soup, make_soup
 from ferlab.training import TrainConfig, command_line, train
 
 
@@ -42,13 +44,19 @@ def main(argv=None):
         parser.error("--out and --epochs apply to a single config, not a multi-stage recipe")
     say = print if launched_as_rank0() else (lambda *a, **k: None)
     for path in files:
-        cfg = TrainConfig.from_file(path, epochs=args.epochs, seed=args.seed)
+        soup = is_soup(path)
+        if soup and (args.epochs or args.seed is not None):
+            parser.error(f"{path} is a soup stage: --epochs and --seed do not apply to it")
+        cfg = SoupConfig.from_file(path) if soup else TrainConfig.from_file(path, epochs=args.epochs, seed=args.seed)
         out_dir = Path(args.out or Path("runs") / cfg.name)
         if len(files) > 1 and (out_dir / WEIGHTS_FILE).exists() and (out_dir / CARD_FILE).exists():
             say(f"{path.name}: {out_dir} is already exported, skipped")
             continue
-        out = train(cfg, source=args.data, out_dir=out_dir, resume=args.resume, command=command_line(),
-                    progress=not args.no_progress)
+        if soup:
+            out = make_soup(cfg, source=args.data, out_dir=out_dir, command=command_line())
+        else:
+            out = train(cfg, source=args.data, out_dir=out_dir, resume=args.resume, command=command_line(),
+                        progress=not args.no_progress)
         say(f"exported {out}")
 
 
