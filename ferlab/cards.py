@@ -67,6 +67,10 @@ def card_markdown(card: dict, name: str | None = None, intended_use: bool = True
     if t:
         best = f" (best epoch {t['best_epoch']})" if t.get("best_epoch") is not None else ""
         lines.append(f"- training: {training_summary(card)}{best}, torch {t.get('torch')}")
+    if t.get("soup_of"):
+        lines.append("- soup ingredients (PublicTest alone; epochs and training time of each run): " + "; ".join(
+            f"{i['name']} {100 * i['valid_accuracy']:.2f}%, {i.get('epochs_run', '?')} epochs in "
+            f"{(i.get('wall_seconds') or 0) / 60:.0f} min" for i in t["soup_of"]) + f"; averaged: {', '.join(t['chosen'])}")
     if card.get("command"):
         lines.append(f"- command: `{card['command']}` at commit `{card.get('git_commit')}`")
     if card.get("notes"):
@@ -127,8 +131,9 @@ def model_card_readme(card: dict, name: str) -> str:
              "## Intended use", "", INTENDED_USE, "",
              "## Limits", "", *[f"- {x}" for x in LIMITS], "",
              "## Training data", "",
-             f"FER2013 Training ({data.get('train_size', 28709)} images), {LABEL_SETS[labels]} labels; the epoch "
-             "was selected on PublicTest and PrivateTest read once, after selection.", "",
+             f"FER2013 Training ({data.get('train_size', 28709)} images), {LABEL_SETS[labels]} labels; "
+             f"{'the runs averaged were' if card.get('training', {}).get('soup_of') else 'the epoch was'} "
+             "selected on PublicTest and PrivateTest read once, after selection.", "",
              "## Training procedure and evaluation", "", summary]
     return "\n".join(lines)
 

@@ -72,7 +72,9 @@ def test_a_soup_stage_runs_in_a_recipe_and_ships(ingredients, tiny_source, tmp_p
     ship(["--run", str(run), "--data", str(tiny_source), "--checkpoints", str(tmp_path / "ck"),
           "--results", str(tmp_path / "res")])
     assert (tmp_path / "res" / "souped" / "soup.csv").exists() and not stale.exists()
-    assert "weight average (greedy soup)" in (tmp_path / "ck" / "souped" / "README.md").read_text()
+    readme = (tmp_path / "ck" / "souped" / "README.md").read_text()
+    assert "weight average (greedy soup)" in readme and "the runs averaged were selected on PublicTest" in readme
+    assert "- soup ingredients (PublicTest alone; epochs and training time of each run): ft1 " in readme
     with pytest.raises(SystemExit):
         main(["--config", str(recipe / "1_soup.yaml"), "--seed", "3"])
 
