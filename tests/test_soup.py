@@ -75,8 +75,12 @@ def test_a_soup_stage_runs_in_a_recipe_and_ships(ingredients, tiny_source, tmp_p
     readme = (tmp_path / "ck" / "souped" / "README.md").read_text()
     assert "weight average (greedy soup)" in readme and "the runs averaged were selected on PublicTest" in readme
     assert "- soup ingredients (PublicTest alone; epochs and training time of each run): ft1 " in readme
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit):   # a seed means nothing to a soup alone
         main(["--config", str(recipe / "1_soup.yaml"), "--seed", "3"])
+    # in a folder recipe, the seed is for its training stages: a soup stage goes on without it
+    (recipe / "2_soup.yaml").write_text(f"name: souped2\nsoup: [{ingredients[1]}, {ingredients[2]}]\n")
+    main(["--config", str(recipe), "--data", str(tiny_source), "--seed", "3"])
+    assert load_model(tmp_path / "runs" / "souped2").card["training"]["chosen"]
 
 
 def test_soup_refuses_runs_of_different_networks(ingredients, tiny_source, tmp_path):

@@ -45,8 +45,10 @@ def main(argv=None):
     say = print if launched_as_rank0() else (lambda *a, **k: None)
     for path in files:
         soup = is_soup(path)
-        if soup and (args.epochs or args.seed is not None):
+        if soup and len(files) == 1 and (args.epochs or args.seed is not None):
             parser.error(f"{path} is a soup stage: --epochs and --seed do not apply to it")
+        if soup and not launched_as_rank0():
+            continue  # a soup is a minute of averaging on one process: rank 0 makes it, the others move on
         cfg = SoupConfig.from_file(path) if soup else TrainConfig.from_file(path, epochs=args.epochs, seed=args.seed)
         out_dir = Path(args.out or Path("runs") / cfg.name)
         if len(files) > 1 and (out_dir / WEIGHTS_FILE).exists() and (out_dir / CARD_FILE).exists():
