@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audit import weights_hash
 from .checkpoints import FERClassifier, base_card, load_model, save_checkpoint, trained_labels
 from .data import default_source, fingerprint
 from .evaluation import predict_arrays
@@ -105,7 +104,7 @@ def greedy_soup(models: list[FERClassifier], images: np.ndarray, labels: np.ndar
 def make_soup(cfg: SoupConfig, source: str | None = None, out_dir: str | Path | None = None,
               command: str | None = None) -> Path:
     """Build ``cfg``'s greedy soup on PublicTest and export it to ``out_dir`` (default runs/<name>)."""
-    from .training import load_split
+    from .training import load_split, run_record
     start = time.perf_counter()
     out = Path(out_dir or Path("runs") / cfg.name)
     models = [load_model(s, device="cpu") for s in cfg.soup]
@@ -118,13 +117,9 @@ def make_soup(cfg: SoupConfig, source: str | None = None, out_dir: str | Path | 
     module.load_state_dict(state)
     probs = predict_arrays(module, images, first.card, torch.device("cpu"))
     probs_tta = predict_arrays(module, images, first.card, torch.device("cpu"), tta=True)
-    ingredients = []
-    for i, m in enumerate(models):
-        t = m.card.get("training", {})
-        ingredients.append({"name": m.name, "path": cfg.soup[i], "weights_hash": weights_hash(m),
-                            "valid_accuracy": alone[i], "epochs_run": t.get("epochs_run"),
-                            "wall_seconds": t.get("wall_seconds"), "hardware": t.get("hardware"),
-                            "initialized_from": (t.get("initialized_from") or {}).get("name")})
+    ingredients = [dict(run_record(m), path=path, valid_accuracy=accuracy,
+                        initialized_from=(m.card.get("training", {}).get("initialized_from") or {}).get("name"))
+                   for m, path, accuracy in zip(models, cfg.soup, alone)]
     picked = [ingredients[i] for i in chosen]
     card = base_card(module, first.card["mean"], first.card["std"])
     card.update({

@@ -631,7 +631,6 @@ def _initialize(model, cfg: TrainConfig, card: dict, checkpoint) -> tuple[dict, 
     """Load ``checkpoint``'s weights into ``model``; the architecture, its config and the
     normalization must match, or training would silently go on from a different network.  Returns
     what a card records of the checkpoint (``initialized_from``) and the checkpoint's own card."""
-    from .audit import weights_hash
     from .checkpoints import load_model
     start = load_model(checkpoint, device="cpu")
     if start.card["architecture"] != cfg.architecture or start.module.config != model.config:
@@ -641,9 +640,16 @@ def _initialize(model, cfg: TrainConfig, card: dict, checkpoint) -> tuple[dict, 
         raise ValueError(f"checkpoint {str(checkpoint)!r} normalizes with mean {start.card['mean']} / std "
                          f"{start.card['std']}; this config uses {card['mean']} / {card['std']}")
     model.load_state_dict(start.module.state_dict())
-    training = start.card.get("training", {})
-    return {"name": start.name, "weights_hash": weights_hash(start), "epochs_run": training.get("epochs_run"),
-            "wall_seconds": training.get("wall_seconds"), "hardware": training.get("hardware")}, start.card
+    return run_record(start), start.card
+
+
+def run_record(model) -> dict:
+    """What a card keeps of a checkpoint another run starts from (``init_from``) or averages
+    (``ferlab.soup``): its name, the hash of its weights and what its own training took."""
+    from .audit import weights_hash
+    training = model.card.get("training", {})
+    return {"name": model.name, "weights_hash": weights_hash(model), "epochs_run": training.get("epochs_run"),
+            "wall_seconds": training.get("wall_seconds"), "hardware": training.get("hardware")}
 
 
 @torch.no_grad()
