@@ -120,7 +120,10 @@ def test_live_webcam_follows_the_controls(app_url, tmp_path):
         page.wait_for_timeout(1000)
         assert len(frames) > sent, "back in view, frames flow again"
         page.locator("#live-view .live-stop").click()
+        shown = page.locator("#live-output img").get_attribute("src")
+        page.wait_for_timeout(1500)   # answers in flight at Stop arrive now and must be dropped
         assert page.locator("#live-view .live-status").inner_text() == "Stopped."
+        assert page.locator("#live-output img").get_attribute("src") == shown
         browser.close()
     assert frames and frames[-1]["grad_cam"] is False and frames[-1]["image"].startswith("data:image/jpeg")
 

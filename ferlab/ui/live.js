@@ -21,6 +21,7 @@ function say(text) { status.textContent = text; }
 function stop(message) {
   if (camera) camera.getTracks().forEach((track) => track.stop());
   camera = null;
+  stream = "";          // answers still in flight belong to the stopped stream: they are dropped
   clearTimeout(pending);
   pending = null;
   startButton.disabled = false;
