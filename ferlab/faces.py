@@ -1,7 +1,9 @@
 """Faces in a photo: detection, eye leveling, and crops framed the way FER2013 frames faces.
 
 Default detector: MTCNN (``ferlab.mtcnn``, weights shipped with ferlab), which also places the
-eyes.  ``kind="haar"``: OpenCV's frontal-face Haar cascade from ``cv2.data`` (faster, misses more),
+eyes, with MediaPipe's BlazeFace (``ferlab.blazeface``, weights shipped too) as a second opinion
+on the upright picture: the faces only BlazeFace finds join MTCNN's, boxed and landmarked by
+MTCNN's O-Net so that every face is framed the same way.  ``kind="haar"``: OpenCV's frontal-face Haar cascade from ``cv2.data`` (faster, misses more),
 with its eye cascade.  ``kind="yunet"``: OpenCV's YuNet, when ``FERLAB_FACE_MODEL`` names its
 ``.onnx`` file (nothing is downloaded).  Each runs at a resolution chosen per image, so that faces
 down to ``min_face`` pixels (24 by default) stay findable while the pixel count stays bounded
@@ -45,6 +47,12 @@ SAME_FACE_IOU = 0.3
 # A face the turned passes find must score at least this (the upright pass keeps MTCNN's own 0.7):
 # three searches give chance patterns three chances.
 TURNED_MIN_SCORE = 0.85
+# BlazeFace (ferlab.blazeface) searches the upright picture beside MTCNN and adds the faces MTCNN
+# missed (tight frames, dim or half-covered faces), boxed and landmarked by MTCNN's O-Net.  Such a
+# face must score this with BlazeFace (MediaPipe's own 0.5 fires on textured backgrounds) and at
+# least BLAZEFACE_ONET_MIN with O-Net.  Chosen on PublicTest scenes (face_recall.md).
+BLAZEFACE_MIN_SCORE = 0.7
+BLAZEFACE_ONET_MIN = 0.2
 
 
 @dataclass(frozen=True)
@@ -134,11 +142,17 @@ class FaceDetector:
 
     def __init__(self, kind: str | None = None, min_face: int = CASCADE_WINDOW, max_pixels: int = MAX_DETECT_PIXELS,
                  min_neighbors: int = 5, model_path: str | None = None, angles: tuple[float, ...] = DETECT_ANGLES,
-                 thresholds: tuple[float, float, float] | None = None, turned_min_score: float = TURNED_MIN_SCORE):
+                 thresholds: tuple[float, float, float] | None = None, turned_min_score: float = TURNED_MIN_SCORE,
+                 blazeface_min_score: float | None = BLAZEFACE_MIN_SCORE, blazeface_onet_min: float = BLAZEFACE_ONET_MIN,
+                 upright_first: bool = True):
         self.model_path = model_path if model_path is not None else os.environ.get("FERLAB_FACE_MODEL") or None
         self.angles = tuple(float(a) for a in angles) or (0.0,)
         self.thresholds = thresholds  # MTCNN's three stage thresholds (None: ferlab.mtcnn.THRESHOLDS)
         self.turned_min_score = float(turned_min_score)
+        # MTCNN only: the second opinion (None: MTCNN alone) and its floors, see BLAZEFACE_MIN_SCORE
+        self.blazeface_min_score = blazeface_min_score
+        self.blazeface_onet_min = float(blazeface_onet_min)
+        self.upright_first = upright_first  # a face the upright pass finds keeps the upright pass's box
         self.kind = kind or ("yunet" if self.model_path else "mtcnn")
         if self.kind not in DETECTORS:
             raise InputError(f"unknown face detector {self.kind!r}; choose one of {', '.join(DETECTORS)}")
@@ -183,22 +197,25 @@ class FaceDetector:
         found = []  # (x, y, w, h, score, landmarks) in the detection image's pixels, every pass
         for angle in (self.angles if angles is None else angles):
             turned, back = _turned(small, angle)
-            for x, y, bw, bh, s, pts in self._search(turned, min_face * scale):
+            for x, y, bw, bh, s, pts in self._search(turned, min_face * scale, upright=back is None):
                 if back is not None:
                     if self.kind != "haar" and s < self.turned_min_score:
                         continue  # (Haar's scores are cascade weights, not probabilities)
                     cx, cy = back @ (x + bw / 2, y + bh / 2, 1.0)  # the box keeps its size, centre turned back
                     x, y = cx - bw / 2, cy - bh / 2
                     pts = None if pts is None else np.c_[np.asarray(pts, np.float64), np.ones(5)] @ back.T
-                found.append((x, y, bw, bh, s, pts))
-        unique, kept = [], []  # one box per face across the passes: the best-scored
-        for f in sorted(found, key=lambda f: f[4], reverse=True):
+                found.append((x, y, bw, bh, s, pts, back is None))
+        # one box per face across the passes: the upright pass's if it found the face (its crops score
+        # better, face_recall.md), else the best-scored
+        unique, kept = [], []
+        order = (lambda f: (not f[6], -f[4])) if self.upright_first else (lambda f: -f[4])
+        for f in sorted(found, key=order):
             box = Box(round(f[0]), round(f[1]), round(f[2]), round(f[3]))
             if all(box.iou(k) <= SAME_FACE_IOU for k in kept):
                 unique.append(f)
                 kept.append(box)
         boxes: list[Box] = []
-        for x, y, bw, bh, s, pts in sorted(unique, key=lambda f: f[2] * f[3], reverse=True):
+        for x, y, bw, bh, s, pts, _ in sorted(unique, key=lambda f: f[2] * f[3], reverse=True):
             marks = None if pts is None else tuple((float((px - pad) / scale), float((py - pad) / scale))
                                                    for px, py in pts)
             box = Box(round((x - pad) / scale), round((y - pad) / scale), round(bw / scale), round(bh / scale), s, marks)
@@ -207,12 +224,14 @@ class FaceDetector:
                 boxes.append(box)
         return boxes
 
-    def _search(self, picture: np.ndarray, min_face: float) -> list[tuple]:
+    def _search(self, picture: np.ndarray, min_face: float, upright: bool = True) -> list[tuple]:
         """One detector pass: ``(x, y, w, h, score, landmarks or None)`` in ``picture``'s pixels."""
         if self.kind == "mtcnn":
             from . import mtcnn
             rgb = picture if picture.ndim == 3 else cv2.cvtColor(picture, cv2.COLOR_GRAY2RGB)
             boxes, points = mtcnn.detect(rgb, max(12.0, min_face), self.thresholds or mtcnn.THRESHOLDS)
+            if upright and self.blazeface_min_score is not None:
+                boxes, points = self._with_blazeface(rgb, min_face, boxes, points)
             return [(x0, y0, x1 - x0, y1 - y0, float(s), pts) for (x0, y0, x1, y1, s), pts in zip(boxes, points)]
         if self.kind == "yunet":
             bgr = cv2.cvtColor(picture, cv2.COLOR_RGB2BGR) if picture.ndim == 3 else \
@@ -227,6 +246,23 @@ class FaceDetector:
             minSize=(max(CASCADE_WINDOW, round(min_face)),) * 2, outputRejectLevels=True)
         return [(x, y, bw, bh, float(s), None) for (x, y, bw, bh), s in zip(rects, np.ravel(weights))] \
             if len(rects) else []
+
+    def _with_blazeface(self, rgb, min_face, boxes, points):
+        """MTCNN's faces plus those only BlazeFace finds, put in MTCNN's terms (box and landmarks
+        from O-Net, BlazeFace's score)."""
+        from . import blazeface, mtcnn
+        extra, _ = blazeface.detect(rgb, max(8.0, min_face), self.blazeface_min_score)
+        seen = [Box(round(b[0]), round(b[1]), round(b[2] - b[0]), round(b[3] - b[1])) for b in boxes]
+        new = [b for b in extra if all(Box(round(b[0]), round(b[1]), round(b[2] - b[0]), round(b[3] - b[1])).iou(k)
+                                       <= SAME_FACE_IOU for k in seen)]
+        if not new:
+            return boxes, points
+        new = np.asarray(new)
+        refined, marks = mtcnn.refine(rgb, new)
+        keep = refined[:, 4] >= self.blazeface_onet_min
+        refined, marks = refined[keep], marks[keep]
+        refined[:, 4] = new[keep, 4]
+        return np.concatenate([boxes.reshape(-1, 5), refined]), np.concatenate([points.reshape(-1, 5, 2), marks])
 
     def eyes(self, gray: np.ndarray, box: Box) -> tuple[tuple[float, float], tuple[float, float]] | None:
         """Centres of the (image-)left and right eye in image pixels, or None unless a plausible pair

@@ -155,7 +155,7 @@ def _nms(boxes: np.ndarray, threshold: float, by_min: bool = False) -> np.ndarra
 def detect(rgb: np.ndarray, min_face: float = 20.0, thresholds=THRESHOLDS) -> tuple[np.ndarray, np.ndarray]:
     """Faces in an RGB uint8 image: ``(boxes (N, 5): x0, y0, x1, y1, score; landmarks (N, 5, 2): left
     eye, right eye, nose, left and right mouth corner)``, in the image's pixels."""
-    pnet, rnet, onet = nets()
+    pnet, rnet, _ = nets()
     h, w = rgb.shape[:2]
     scale = 12.0 / max(min_face, 12.0)
     candidates = []
@@ -186,13 +186,32 @@ def detect(rgb: np.ndarray, min_face: float = 20.0, thresholds=THRESHOLDS) -> tu
         if len(boxes) == 0:
             return np.zeros((0, 5), np.float32), np.zeros((0, 5, 2), np.float32)
 
+    boxes, landmarks = _output(rgb, boxes, thresholds[2])
+    pick = _nms(boxes, 0.7, by_min=True)
+    return boxes[pick].astype(np.float32), landmarks[pick].astype(np.float32)
+
+
+def _output(rgb: np.ndarray, boxes: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """O-Net on square ``boxes`` (N, 4+): those scoring above ``threshold``, regressed, with their
+    score and five landmarks."""
+    _, _, onet = nets()
+    with _run_lock:
         reg, points, prob = onet(_normalize(_patches(rgb, boxes, 48)))
-    keep = prob[:, 1].numpy() > thresholds[2]
+    keep = prob[:, 1].numpy() > threshold
     boxes = np.concatenate([boxes[keep, :4], prob[keep, 1:2].numpy()], axis=1)
     points, reg = points[keep].numpy(), reg[keep].numpy()
     bw, bh = boxes[:, 2] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 1] + 1
     landmarks = np.stack([bw[:, None] * points[:, :5] + boxes[:, 0:1] - 1,
                           bh[:, None] * points[:, 5:] + boxes[:, 1:2] - 1], axis=2)
-    boxes = _regress(boxes, reg)
-    pick = _nms(boxes, 0.7, by_min=True)
-    return boxes[pick].astype(np.float32), landmarks[pick].astype(np.float32)
+    return _regress(boxes, reg), landmarks
+
+
+@torch.inference_mode()
+def refine(rgb: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Faces another detector found (``boxes`` (N, 4+): x0, y0, x1, y1), put in MTCNN's terms: each
+    box squared and regressed by O-Net, with O-Net's score (not thresholded: the other detector
+    decided) and five landmarks, in the same order as ``detect``'s."""
+    if len(boxes) == 0:
+        return np.zeros((0, 5), np.float32), np.zeros((0, 5, 2), np.float32)
+    out, landmarks = _output(rgb, _square(np.asarray(boxes, np.float64)[:, :4].copy()), -1.0)
+    return out.astype(np.float32), landmarks.astype(np.float32)

@@ -12,6 +12,7 @@ import base64
 import contextlib
 import json
 import os
+import functools
 import threading
 import time
 from collections import OrderedDict
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 
 from ..annotate import annotate_faces
-from ..faces import to_rgb_frame
+from ..faces import FaceDetector, to_rgb_frame
 from ..pipeline import Faces, find_faces, relocate
 from ..tracking import FaceTracker
 from .common import ModelRegistry, log
@@ -54,6 +55,14 @@ LIVE_HTML = """<div class="ferlab-live">
 </div>"""
 
 
+@functools.cache
+def live_detector() -> FaceDetector:
+    """The live stream's search: upright only, faces of ``LIVE_MIN_FACE`` px and more, MTCNN without
+    BlazeFace's second opinion (which would cost more than the whole frame budget of 50 ms; a
+    person in front of a webcam is the face MTCNN finds best)."""
+    return FaceDetector(min_face=LIVE_MIN_FACE, angles=LIVE_ANGLES, blazeface_min_score=None)
+
+
 def live_faces(frame: np.ndarray, tracker: FaceTracker) -> Faces:
     """A live frame's faces: searched every ``LIVE_SEARCH_EVERY`` frames, the last search's
     locations reused in between (the search is most of a frame's cost; faces move little in 0.1 s)."""
@@ -61,7 +70,7 @@ def live_faces(frame: np.ndarray, tracker: FaceTracker) -> Faces:
             and tracker.frames_since_search < LIVE_SEARCH_EVERY - 1):
         tracker.frames_since_search += 1
         return relocate(frame, tracker.locations)
-    faces = find_faces(frame, min_face=LIVE_MIN_FACE, angles=LIVE_ANGLES)
+    faces = find_faces(frame, detector=live_detector())
     tracker.locations, tracker.frames_since_search, tracker.frame_shape = faces.locations, 0, frame.shape
     return faces
 
