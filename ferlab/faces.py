@@ -3,8 +3,8 @@
 Default detector: MTCNN (``ferlab.mtcnn``, weights shipped with ferlab), which also places the
 eyes, with MediaPipe's BlazeFace (``ferlab.blazeface``, weights shipped too) as a second opinion
 on the upright picture: the faces only BlazeFace finds join MTCNN's, boxed and landmarked by
-MTCNN's O-Net so that every face is framed the same way.  ``kind="haar"``: OpenCV's frontal-face Haar cascade from ``cv2.data`` (faster, misses more),
-with its eye cascade.  ``kind="yunet"``: OpenCV's YuNet, when ``FERLAB_FACE_MODEL`` names its
+MTCNN's O-Net so that every face is framed the same way.  ``kind="haar"``: OpenCV's frontal-face
+Haar cascade from ``cv2.data`` (faster, misses more), with its eye cascade.  ``kind="yunet"``: OpenCV's YuNet, when ``FERLAB_FACE_MODEL`` names its
 ``.onnx`` file (nothing is downloaded).  Each runs at a resolution chosen per image, so that faces
 down to ``min_face`` pixels (24 by default) stay findable while the pixel count stays bounded
 (``MAX_DETECT_PIXELS``); small images (a tight selfie, a 48x48 FER crop) are upscaled and padded,
@@ -194,7 +194,7 @@ class FaceDetector:
         pad = round(0.25 * min(small.shape[:2])) if min(h, w) * scale <= 1.5 * MIN_DETECT_SIDE else 0
         if pad:
             small = cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-        found = []  # (x, y, w, h, score, landmarks) in the detection image's pixels, every pass
+        found = []  # (x, y, w, h, score, landmarks, upright pass?) in the detection image's pixels, every pass
         for angle in (self.angles if angles is None else angles):
             turned, back = _turned(small, angle)
             for x, y, bw, bh, s, pts in self._search(turned, min_face * scale, upright=back is None):

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import os
-import functools
 import threading
 import time
 from collections import OrderedDict
@@ -58,8 +58,9 @@ LIVE_HTML = """<div class="ferlab-live">
 @functools.cache
 def live_detector() -> FaceDetector:
     """The live stream's search: upright only, faces of ``LIVE_MIN_FACE`` px and more, MTCNN without
-    BlazeFace's second opinion (which would cost more than the whole frame budget of 50 ms; a
-    person in front of a webcam is the face MTCNN finds best)."""
+    BlazeFace's second opinion: BlazeFace takes about 45 ms on a 640x480 frame on one thread here
+    (MTCNN 15 ms; docs/experiments/face_recall.md), nearly all of a frame's 50 ms at 20 FPS, and a person facing a webcam is the
+    face MTCNN finds best."""
     return FaceDetector(min_face=LIVE_MIN_FACE, angles=LIVE_ANGLES, blazeface_min_score=None)
 
 

@@ -9,6 +9,7 @@ every setting (``sweep``); ``time`` re-runs the named settings without that cach
     python docs/experiments/face_recall/blazeface.py time 100 "before: ..." "chosen: ..."
     python docs/experiments/face_recall/blazeface.py time 100 "chosen: ..." max_pixels=500000
     python docs/experiments/face_recall/blazeface.py fraction          # the face sizes it finds
+    python docs/experiments/face_recall/blazeface.py live              # its cost on a live frame
 """
 import hashlib
 import sys
@@ -106,7 +107,24 @@ def fraction(images, n=300):
         print(f"| {share:.0%} | {(torch.sigmoid(logits).amax(1) >= 0.5).float().mean():.1%} |")
 
 
+def live_cost():
+    """Each detector on a 640x480 frame at the live search's 48 px, one torch thread (as live frames run)."""
+    import torch
+    from ferlab.ui.live import LIVE_MIN_FACE
+    torch.set_num_threads(1)
+    frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    for name, fn in (("BlazeFace", blazeface.detect), ("MTCNN", mtcnn.detect)):
+        fn(frame, LIVE_MIN_FACE)
+        start = time.perf_counter()
+        for _ in range(20):
+            fn(frame, LIVE_MIN_FACE)
+        print(f"{name}: {1000 * (time.perf_counter() - start) / 20:.1f} ms per 640x480 frame")
+
+
 def main():
+    if sys.argv[1] == "live":
+        live_cost()
+        return
     if sys.argv[1] == "fraction":
         fraction(to_arrays(load_fer2013("valid"), 48)[0])
         return
