@@ -62,7 +62,7 @@ def test_every_batch_size_through_explain_predict_and_analyze(model, n):
     photo = np.concatenate([astronaut_face()] * n, axis=1)
     faces = analyze(photo, model, explain="gradcam")
     assert len(faces) == n, "every copy of the face is found"
-    assert model.predict([photo] * n).shape == (n, 7)
+    assert model.predict([astronaut_face()] * n).shape == (n, 7), "a batch of n photos, one row each"
 
 
 def test_batches_are_never_guessed_from_a_shape(model):
