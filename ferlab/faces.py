@@ -48,7 +48,7 @@ SAME_FACE_IOU = 0.3
 # three searches give chance patterns three chances.
 TURNED_MIN_SCORE = 0.85
 # BlazeFace (ferlab.blazeface) searches the upright picture beside MTCNN and adds the faces MTCNN
-# missed (tight frames, dim or half-covered faces), boxed and landmarked by MTCNN's O-Net.  Such a
+# missed, boxed and landmarked by MTCNN's O-Net.  Such a
 # face must score this with BlazeFace (MediaPipe's own 0.5 fires on textured backgrounds) and at
 # least BLAZEFACE_ONET_MIN with O-Net.  Chosen on PublicTest scenes (face_recall.md).
 BLAZEFACE_MIN_SCORE = 0.7
