@@ -1,7 +1,7 @@
 """BlazeFace (Bazarevsky et al. 2019), MediaPipe's short-range face detector: a small single-shot
 network with six keypoints (eyes, nose tip, mouth centre, ears) that finds many faces MTCNN misses
-(of PrivateTest faces alone in their frame, 96% are found with it beside MTCNN, 94% without;
-results/photo_pipeline.md).
+(of PublicTest faces alone in their frame, 94.8% are found with it beside MTCNN, 91.7% without;
+docs/experiments/face_recall.md).
 
 The weights ship with ferlab (``assets/blazeface.safetensors``, 0.2 MB: MediaPipe 0.10.14's
 ``face_detection_short_range.tflite``, Apache-2.0, converted by
@@ -111,6 +111,12 @@ def net() -> BlazeFace:
         return _net
 
 
+def to_input(pictures: np.ndarray) -> torch.Tensor:
+    """RGB uint8 (N, H, W, 3) -> the network's input (N, 3, H, W) in [-1, 1], channels-last."""
+    x = torch.from_numpy(np.ascontiguousarray(pictures)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 def _decode(logits: torch.Tensor, raw: torch.Tensor, height: int, width: int, threshold: float):
     score = torch.sigmoid(logits.clamp(-100, 100)).numpy()
     keep = np.nonzero(score >= threshold)[0]
@@ -138,9 +144,7 @@ def detect(rgb: np.ndarray, min_face: float = 24.0, threshold: float = THRESHOLD
         while True:
             lh, lw = max(16, round(h * scale / 16) * 16), max(16, round(w * scale / 16) * 16)
             level = cv2.resize(rgb, (lw, lh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-            x = (torch.from_numpy(level).permute(2, 0, 1)[None].float() / 127.5 - 1.0).contiguous(
-                memory_format=torch.channels_last)
-            boxes, points = _decode(*(t[0] for t in model(x)), lh, lw, threshold)
+            boxes, points = _decode(*(t[0] for t in model(to_input(level[None]))), lh, lw, threshold)
             sx, sy = w / lw, h / lh
             boxes[:, [0, 2]] *= sx
             boxes[:, [1, 3]] *= sy

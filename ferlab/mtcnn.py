@@ -155,7 +155,12 @@ def _nms(boxes: np.ndarray, threshold: float, by_min: bool = False) -> np.ndarra
 def detect(rgb: np.ndarray, min_face: float = 20.0, thresholds=THRESHOLDS) -> tuple[np.ndarray, np.ndarray]:
     """Faces in an RGB uint8 image: ``(boxes (N, 5): x0, y0, x1, y1, score; landmarks (N, 5, 2): left
     eye, right eye, nose, left and right mouth corner)``, in the image's pixels."""
-    pnet, rnet, _ = nets()
+    return _cascade(rgb, _propose(rgb, min_face, thresholds[0]), thresholds)
+
+
+def _propose(rgb: np.ndarray, min_face: float, threshold: float) -> np.ndarray:
+    """P-Net over the image pyramid: square candidate boxes (N, 5): x0, y0, x1, y1, score."""
+    pnet = nets()[0]
     h, w = rgb.shape[:2]
     scale = 12.0 / max(min_face, 12.0)
     candidates = []
@@ -164,28 +169,34 @@ def detect(rgb: np.ndarray, min_face: float = 20.0, thresholds=THRESHOLDS) -> tu
             level = cv2.resize(rgb, (int(w * scale + 1), int(h * scale + 1)), interpolation=cv2.INTER_AREA)
             reg, prob = pnet(_normalize(level[None]))
             score = prob[0, 1].numpy()
-            ys, xs = np.nonzero(score >= thresholds[0])
+            ys, xs = np.nonzero(score >= threshold)
             if len(ys):
                 cells = np.stack([xs, ys], axis=1).astype(np.float32)
                 q1, q2 = np.floor((2 * cells + 1) / scale), np.floor((2 * cells + 12) / scale)
                 boxes = np.concatenate([q1, q2, score[ys, xs, None], reg[0, :, ys, xs].numpy().T], axis=1)
                 candidates.append(boxes[_nms(boxes, 0.5)])
             scale *= PYRAMID_FACTOR
-        if not candidates:
-            return np.zeros((0, 5), np.float32), np.zeros((0, 5, 2), np.float32)
-        boxes = np.concatenate(candidates)
-        boxes = boxes[_nms(boxes, 0.7)]
-        boxes = _square(np.concatenate([_regress(boxes[:, :5], boxes[:, 5:9])[:, :4], boxes[:, 4:5]], axis=1))
+    if not candidates:
+        return np.zeros((0, 5), np.float32)
+    boxes = np.concatenate(candidates)
+    boxes = boxes[_nms(boxes, 0.7)]
+    return _square(np.concatenate([_regress(boxes[:, :5], boxes[:, 5:9])[:, :4], boxes[:, 4:5]], axis=1))
 
-        reg, prob = rnet(_normalize(_patches(rgb, boxes, 24)))
-        keep = prob[:, 1].numpy() > thresholds[1]
-        boxes = np.concatenate([boxes[keep, :4], prob[keep, 1:2].numpy()], axis=1)
-        reg = reg[keep].numpy()
-        pick = _nms(boxes, 0.7)
-        boxes = _square(_regress(boxes[pick], reg[pick]))
-        if len(boxes) == 0:
-            return np.zeros((0, 5), np.float32), np.zeros((0, 5, 2), np.float32)
 
+def _cascade(rgb: np.ndarray, boxes: np.ndarray, thresholds) -> tuple[np.ndarray, np.ndarray]:
+    """R-Net, then O-Net, on square candidate boxes (N, 5): the faces, as ``detect`` returns them."""
+    empty = np.zeros((0, 5), np.float32), np.zeros((0, 5, 2), np.float32)
+    if len(boxes) == 0:
+        return empty
+    with _run_lock:
+        reg, prob = nets()[1](_normalize(_patches(rgb, boxes, 24)))
+    keep = prob[:, 1].numpy() > thresholds[1]
+    boxes = np.concatenate([boxes[keep, :4], prob[keep, 1:2].numpy()], axis=1)
+    reg = reg[keep].numpy()
+    pick = _nms(boxes, 0.7)
+    boxes = _square(_regress(boxes[pick], reg[pick]))
+    if len(boxes) == 0:
+        return empty
     boxes, landmarks = _output(rgb, boxes, thresholds[2])
     pick = _nms(boxes, 0.7, by_min=True)
     return boxes[pick].astype(np.float32), landmarks[pick].astype(np.float32)

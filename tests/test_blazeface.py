@@ -25,7 +25,7 @@ def reference_pictures() -> np.ndarray:
 def test_port_gives_the_tflite_outputs():
     reference = np.load(ROOT / "tests" / "data" / "blazeface_reference.npz")
     with torch.no_grad():
-        logits, raw = blazeface.net()(torch.from_numpy(reference_pictures()).permute(0, 3, 1, 2).float() / 127.5 - 1)
+        logits, raw = blazeface.net()(blazeface.to_input(reference_pictures()))
     assert logits.shape == (3, 896) and raw.shape == (3, 896, 16)
     assert np.abs(logits.numpy() - reference["logits"]).max() < 2e-3
     assert np.abs(raw.numpy() - reference["raw"]).max() < 2e-3

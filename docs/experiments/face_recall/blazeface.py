@@ -101,9 +101,8 @@ def fraction(images, n=300):
             o = (128 - side) // 2
             canvas[o:o + side, o:o + side] = cv2.resize(im, (side, side), interpolation=cv2.INTER_AREA)
             pictures.append(cv2.cvtColor(canvas, cv2.COLOR_GRAY2RGB))
-        x = torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
         with torch.no_grad():
-            logits, _ = net(x.contiguous(memory_format=torch.channels_last))
+            logits, _ = net(blazeface.to_input(np.stack(pictures)))
         print(f"| {share:.0%} | {(torch.sigmoid(logits).amax(1) >= 0.5).float().mean():.1%} |")
 
 

@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
-from ferlab.blazeface import BlazeFace  # noqa: E402
+from ferlab.blazeface import BlazeFace, to_input  # noqa: E402
 from tests.test_blazeface import reference_pictures  # noqa: E402
 
 
@@ -66,7 +66,7 @@ def main(path: str):
         raw.append(it.get_tensor(outs["regressors"])[0])
     logits, raw = np.stack(logits), np.stack(raw)
     with torch.no_grad():
-        ours_logits, ours_raw = model(torch.from_numpy(pictures).permute(0, 3, 1, 2).float() / 127.5 - 1.0)
+        ours_logits, ours_raw = model(to_input(pictures))
     print(f"wrote {out} ({out.stat().st_size / 1e3:.0f} kB); largest difference from the tflite: "
           f"logits {np.abs(ours_logits.numpy() - logits).max():.2e}, boxes {np.abs(ours_raw.numpy() - raw).max():.2e}; "
           f"face score on the astronaut {1 / (1 + np.exp(-logits[0].max())):.3f}")
