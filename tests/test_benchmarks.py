@@ -130,3 +130,21 @@ def test_photo_pipeline_scenes_put_faces_where_its_matcher_looks():
         false_boxes += len(faces.locations) - len(pairs)
     assert big >= 5 and found >= 0.8 * big, (found, big)
     assert false_boxes <= 1
+
+
+def test_photo_pipeline_tells_faces_boxed_at_another_size_from_faces_missed():
+    """A box centred on a face but twice its usual size is not a match; the benchmark reports that
+    face as boxed off-size, and a face with no box near it, or a matched one, as not."""
+    from types import SimpleNamespace
+
+    from benchmarks.photo_pipeline import boxed_off_size, match
+    from ferlab.faces import Box
+
+    truth = [{"cx": 100, "cy": 100, "face_px": 50}, {"cx": 300, "cy": 100, "face_px": 50},
+             {"cx": 500, "cy": 100, "face_px": 50}]
+    located = [SimpleNamespace(box=Box(50, 50, 100, 100)),    # on face 0, twice its size
+               SimpleNamespace(box=Box(275, 75, 50, 50)),     # on face 1, its size
+               SimpleNamespace(box=Box(700, 300, 50, 50))]    # on nothing
+    pairs = match(truth, located)
+    assert pairs == {1: 1}
+    assert boxed_off_size(truth, located, pairs) == {0}
