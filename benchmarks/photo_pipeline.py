@@ -130,6 +130,7 @@ def match(truth, located) -> dict[int, int]:
 def boxed_off_size(truth, located, pairs) -> set[int]:
     """Faces left unmatched that an unmatched box is centred on (within 30% of the face's size) at a
     size outside the matcher's 0.6-1.6x: FER2013 frames that hold a larger or smaller face than usual."""
+    # a free box near a free face at a size the matcher accepts would have been matched
     free = [loc for j, loc in enumerate(located) if j not in pairs.values()]
     return {i for i, t in enumerate(truth) if i not in pairs and any(
         math.hypot(loc.box.center[0] - t["cx"], loc.box.center[1] - t["cy"]) < 0.3 * t["face_px"] for loc in free)}
