@@ -25,16 +25,15 @@ SETTINGS = {   # name: FaceDetector arguments
 }
 
 
-def main():
-    n, seed = int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 0
+def compare(detectors: dict, n: int, seed: int) -> None:
+    """Each named detector on the same ``n`` PublicTest scenes: recall, false boxes, detection time."""
     images, labels = to_arrays(load_fer2013("valid"), 48)
     rng = np.random.default_rng(seed)
     scenes = [build_scene(images, labels, rng, k) for k in range(n)]
     print(f"{n} PublicTest scenes (seed {seed})")
     print("| setting | recall >= 32 px | recall, all | false boxes per scene | detection ms per scene |")
     print("|---|---|---|---|---|")
-    for name, kwargs in SETTINGS.items():
-        det = FaceDetector(**kwargs)
+    for name, det in detectors.items():
         found, px, false, spent = [], [], 0, 0.0
         for canvas, truth in scenes:
             start = time.perf_counter()
@@ -47,6 +46,11 @@ def main():
         found, px = np.array(found), np.array(px)
         print(f"| {name} | {found[px >= 32].mean():.3f} | {found.mean():.3f} | {false / n:.2f} | "
               f"{1000 * spent / n:.0f} |", flush=True)
+
+
+def main():
+    n, seed = int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 0
+    compare({name: FaceDetector(**kwargs) for name, kwargs in SETTINGS.items()}, n, seed)
 
 
 if __name__ == "__main__":

@@ -23,16 +23,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repository
+sys.path.insert(0, str(Path(__file__).resolve().parent))      # detection_scale.py
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from benchmarks.photo_pipeline import build_scene, match  # noqa: E402
 from ferlab import mtcnn  # noqa: E402
-from ferlab.data import load_fer2013, to_arrays  # noqa: E402
 from ferlab.faces import SAME_FACE_IOU, BLAZEFACE_ONET_MIN, Box, FaceDetector  # noqa: E402
-from ferlab.pipeline import find_faces  # noqa: E402
 
 MEAN_RGB = (122.782, 117.001, 104.298)   # stored in the file (input_rgb_image_pyramid)
 WINDOW, STRIDE, OFFSET, NMS_IOU, STEP = 80, 8, 14, 0.338, 5 / 6
@@ -176,26 +174,8 @@ def timing():
 
 
 def scenes(n: int, seed: int):
-    images, labels = to_arrays(load_fer2013("valid"), 48)
-    rng = np.random.default_rng(seed)
-    built = [build_scene(images, labels, rng, k) for k in range(n)]
-    print(f"{n} PublicTest scenes (seed {seed})")
-    print("| setting | recall >= 32 px | recall, all | false boxes per scene | detection ms per scene |")
-    print("|---|---|---|---|---|")
-    settings = {"as shipped": FaceDetector(), "+ MMOD": WithMMOD(1), "+ MMOD, picture enlarged 2x": WithMMOD(2)}
-    for name, det in settings.items():
-        found, px, false, spent = [], [], 0, 0.0
-        for canvas, truth in built:
-            start = time.perf_counter()
-            located = find_faces(canvas, detector=det).locations
-            spent += time.perf_counter() - start
-            pairs = match(truth, located)
-            false += len(located) - len(pairs)
-            found += [i in pairs for i in range(len(truth))]
-            px += [t["face_px"] for t in truth]
-        found, px = np.array(found), np.array(px)
-        print(f"| {name} | {found[px >= 32].mean():.3f} | {found.mean():.3f} | {false / n:.2f} | "
-              f"{1000 * spent / n:.0f} |", flush=True)
+    from detection_scale import compare   # the same comparison, in this folder
+    compare({"as shipped": FaceDetector(), "+ MMOD": WithMMOD(1), "+ MMOD, picture enlarged 2x": WithMMOD(2)}, n, seed)
 
 
 if __name__ == "__main__":
