@@ -3,12 +3,12 @@ network with six keypoints (eyes, nose tip, mouth centre, ears) that finds many 
 (of PublicTest faces alone in their frame, 94.8% are found with it beside MTCNN, 91.7% without;
 docs/experiments/face_recall.md).
 
-The weights ship with ferlab (``assets/blazeface.safetensors``, 0.2 MB: MediaPipe 0.10.14's
+The weights ship with ferlab (``assets/blazeface.safetensors``, 0.4 MB: MediaPipe 0.10.14's
 ``face_detection_short_range.tflite``, Apache-2.0, converted by
 ``docs/experiments/face_recall/convert_blazeface.py``), so nothing is downloaded.  MediaPipe runs the
 network on one 128x128 picture; it is fully convolutional, so here it runs on a whole image at each
 level of a pyramid (faces of ``FACE_RANGE`` network pixels are what it finds), and the anchors are
-laid out over the image's own grid.  ``tests/test_faces.py`` checks the port against the tflite's
+laid out over the image's own grid.  ``tests/test_blazeface.py`` checks the port against the tflite's
 outputs, kept as a fixture.
 """
 from __future__ import annotations

@@ -4,8 +4,8 @@ Default detector: MTCNN (``ferlab.mtcnn``, weights shipped with ferlab), which a
 eyes, with MediaPipe's BlazeFace (``ferlab.blazeface``, weights shipped too) as a second opinion
 on the upright picture: the faces only BlazeFace finds join MTCNN's, boxed and landmarked by
 MTCNN's O-Net so that every face is framed the same way.  ``kind="haar"``: OpenCV's frontal-face
-Haar cascade from ``cv2.data`` (faster, misses more), with its eye cascade.  ``kind="yunet"``: OpenCV's YuNet, when ``FERLAB_FACE_MODEL`` names its
-``.onnx`` file (nothing is downloaded).  Each runs at a resolution chosen per image, so that faces
+Haar cascade from ``cv2.data`` (faster, misses more), with its eye cascade.  ``kind="yunet"``:
+OpenCV's YuNet, when ``FERLAB_FACE_MODEL`` names its ``.onnx`` file (nothing is downloaded).  Each runs at a resolution chosen per image, so that faces
 down to ``min_face`` pixels (24 by default) stay findable while the pixel count stays bounded
 (``MAX_DETECT_PIXELS``); small images (a tight selfie, a 48x48 FER crop) are upscaled and padded,
 so that a face filling the picture is still found.  The picture is searched upright and turned by
@@ -48,9 +48,9 @@ SAME_FACE_IOU = 0.3
 # three searches give chance patterns three chances.
 TURNED_MIN_SCORE = 0.85
 # BlazeFace (ferlab.blazeface) searches the upright picture beside MTCNN and adds the faces MTCNN
-# missed, boxed and landmarked by MTCNN's O-Net.  Such a
-# face must score this with BlazeFace (MediaPipe's own 0.5 fires on textured backgrounds) and at
-# least BLAZEFACE_ONET_MIN with O-Net.  Chosen on PublicTest scenes (face_recall.md).
+# missed, boxed and landmarked by MTCNN's O-Net.  Such a face must score this with BlazeFace
+# (MediaPipe's own 0.5 fires on textured backgrounds) and at least BLAZEFACE_ONET_MIN with O-Net.
+# Chosen on PublicTest scenes (face_recall.md).
 BLAZEFACE_MIN_SCORE = 0.7
 BLAZEFACE_ONET_MIN = 0.2
 
@@ -86,6 +86,11 @@ class Box:
     h: int
     score: float = 1.0
     landmarks: tuple | None = field(default=None, compare=False)  # ((x, y) x 5) from MTCNN: eyes, nose, mouth
+
+    @classmethod
+    def from_corners(cls, x0: float, y0: float, x1: float, y1: float) -> "Box":
+        """The box from its corners (a detector's x0, y0, x1, y1), rounded to pixels; no score."""
+        return cls(round(x0), round(y0), round(x1 - x0), round(y1 - y0))
 
     @property
     def center(self) -> tuple[float, float]:
@@ -252,9 +257,8 @@ class FaceDetector:
         from O-Net, BlazeFace's score)."""
         from . import blazeface, mtcnn
         extra, _ = blazeface.detect(rgb, max(8.0, min_face), self.blazeface_min_score)
-        seen = [Box(round(b[0]), round(b[1]), round(b[2] - b[0]), round(b[3] - b[1])) for b in boxes]
-        new = [b for b in extra if all(Box(round(b[0]), round(b[1]), round(b[2] - b[0]), round(b[3] - b[1])).iou(k)
-                                       <= SAME_FACE_IOU for k in seen)]
+        seen = [Box.from_corners(*b[:4]) for b in boxes]
+        new = [b for b in extra if all(Box.from_corners(*b[:4]).iou(k) <= SAME_FACE_IOU for k in seen)]
         if not new:
             return boxes, points
         new = np.asarray(new)

@@ -59,8 +59,8 @@ LIVE_HTML = """<div class="ferlab-live">
 def live_detector() -> FaceDetector:
     """The live stream's search: upright only, faces of ``LIVE_MIN_FACE`` px and more, MTCNN without
     BlazeFace's second opinion: BlazeFace takes about 45 ms on a 640x480 frame on one thread here
-    (MTCNN 15 ms; docs/experiments/face_recall.md), nearly all of a frame's 50 ms at 20 FPS, and a person facing a webcam is the
-    face MTCNN finds best."""
+    (MTCNN 15 ms; docs/experiments/face_recall.md), nearly all of a frame's 50 ms at 20 FPS, and a
+    person facing a webcam is the face MTCNN finds best."""
     return FaceDetector(min_face=LIVE_MIN_FACE, angles=LIVE_ANGLES, blazeface_min_score=None)
 
 

@@ -116,7 +116,7 @@ def detect(rgb: np.ndarray, threshold: float = 0.0) -> list[tuple]:
         level = cv2.resize(rgb, (round(rgb.shape[1] * scale), round(rgb.shape[0] * scale)), interpolation=cv2.INTER_AREA)
     kept, boxes = [], []
     for b in sorted(found, key=lambda b: -b[4]):
-        box = Box(round(b[0]), round(b[1]), round(b[2] - b[0]), round(b[3] - b[1]))
+        box = Box.from_corners(*b[:4])
         if all(box.iou(k) <= NMS_IOU for k in boxes):
             boxes.append(box)
             kept.append(b)
@@ -135,13 +135,12 @@ class WithMMOD(FaceDetector):
         boxes, points = super()._with_blazeface(rgb, min_face, boxes, points)
         big = rgb if self.upsample == 1 else cv2.resize(rgb, None, fx=self.upsample, fy=self.upsample,
                                                         interpolation=cv2.INTER_LINEAR)
-        seen = [Box(round(b[0]), round(b[1]), round(b[2] - b[0]), round(b[3] - b[1])) for b in boxes.reshape(-1, 5)]
+        seen = [Box.from_corners(*b[:4]) for b in boxes.reshape(-1, 5)]
         new = []
         for b in detect(big):
             b = np.array(b)
             b[:4] /= self.upsample
-            if all(Box(round(b[0]), round(b[1]), round(b[2] - b[0]), round(b[3] - b[1])).iou(k) <= SAME_FACE_IOU
-                   for k in seen):
+            if all(Box.from_corners(*b[:4]).iou(k) <= SAME_FACE_IOU for k in seen):
                 new.append(b)
         if not new:
             return boxes, points
