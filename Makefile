@@ -15,9 +15,10 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 .PHONY: setup test check app train bench space
 setup: $(VENV)/.installed
 
-# The fast tier: unit and integration tests on generated data (goal: under 5 minutes on 2 cores).
+# The fast tier: unit and integration tests on generated data (goal: under 5 minutes on 2 cores),
+# on two pytest-xdist workers of one torch thread each (tests/conftest.py).
 test: $(VENV)/.installed
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist worksteal
 
 # The slow tier: real-data reproductions, benchmark-sized runs and the browser test.
 check: $(VENV)/.installed

@@ -15,6 +15,11 @@ os.environ["FERLAB_CACHE"] = os.path.join(_SESSION_TMP, "ferlab-cache")
 os.environ["HF_DATASETS_CACHE"] = os.path.join(_SESSION_TMP, "hf-datasets")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# Under pytest-xdist (make test runs two workers on CI's 2 cores) each worker keeps to one core:
+# two workers at two intra-op threads each would fight over the same cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    import torch
+    torch.set_num_threads(1)
 
 from ferlab import load_model  # noqa: E402
 from ferlab.data import LOCAL_COPY  # noqa: E402
