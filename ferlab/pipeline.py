@@ -24,7 +24,7 @@ from .labels import EMOTIONS
 from .preprocess import InputError, as_batch, to_gray_batch, to_gray_uint8
 from .zoo import DEFAULT_MODEL
 
-MAX_FACES = 8           # faces analysed per photo, largest first
+MAX_FACES = 32          # faces analysed per photo, largest first (a class photo; docs/experiments/face_recall.md)
 FALLBACK_LAYERS = 2     # earlier layers tried when Grad-CAM finds no evidence at the default one
 
 
@@ -47,6 +47,7 @@ class Faces:
     frame: np.ndarray                       # RGB uint8, full resolution
     gray: np.ndarray                        # the same picture in grayscale
     locations: list[FaceLocation]
+    skipped: int = 0                        # faces found beyond ``max_faces`` (the smallest): not analysed
 
     @property
     def found(self) -> bool:
@@ -125,15 +126,15 @@ def find_faces(image, *, detector: FaceDetector | None = None, min_face: int | N
     if not detect:
         return Faces(frame, gray, [FaceLocation(center_box(w, h), detected=False)])
     det = detector or default_detector()
-    locations = []
-    for box in det.detect(frame, min_face=min_face, angles=angles)[:max_faces]:
+    locations, boxes = [], det.detect(frame, min_face=min_face, angles=angles)
+    for box in boxes[:max_faces]:
         eyes = det.eyes(gray, box) if align else None
         landmarks = box.landmarks if align and eyes is not None else None  # implausible eyes: the box alone
         locations.append(FaceLocation(box, eye_angle(eyes) if eyes else 0.0, eyes, framing=det.framing,
                                       landmarks=landmarks))
     if not locations and fallback:
         locations = [FaceLocation(center_box(w, h), detected=False)]
-    return Faces(frame, gray, locations)
+    return Faces(frame, gray, locations, skipped=max(0, len(boxes) - max_faces))
 
 
 def relocate(image, locations: list[FaceLocation]) -> Faces:

@@ -65,6 +65,16 @@ def test_every_batch_size_through_explain_predict_and_analyze(model, n):
     assert model.predict([astronaut_face()] * n).shape == (n, 7), "a batch of n photos, one row each"
 
 
+def test_a_group_of_more_than_eight_is_read_whole_and_a_cap_is_counted():
+    row = np.concatenate([astronaut_face()] * 5, axis=1)
+    group = np.concatenate([row, row], axis=0)  # ten faces, as in a class photo
+    faces = find_faces(group)
+    assert len(faces.locations) == 10 and faces.skipped == 0
+    capped = find_faces(group, max_faces=4)
+    assert len(capped.locations) == 4 and capped.skipped == 6, "faces beyond the cap are counted, not lost silently"
+    assert [loc.box for loc in capped.locations] == [loc.box for loc in faces.locations[:4]], "the largest kept"
+
+
 def test_batches_are_never_guessed_from_a_shape(model):
     crops, _ = make_arrays(1)
     three = crops[:3]  # (3, 48, 48) once looked like one channels-first image

@@ -105,6 +105,10 @@ def test_group_photo_every_face_and_the_app_agrees_with_predict(registry):
     for k in (1, 2):
         shown = face_bars(str(k + 1), per_face)
         assert np.allclose([shown[e] for e in EMOTIONS], faces[k].shown_probabilities, atol=1e-6)
+    # faces found beyond the cap are said, not silently dropped
+    from ferlab.ui.classify import describe
+    text = describe(faces[:2], False, skipped=1)
+    assert text.count("Face ") == 2 and "1 smaller face was found but not read" in text
     _, _, sentence, *_ = classify_image(registry, CAT, "tiny_cnn")
     assert sentence.startswith("**No face was found.**")
 

@@ -26,8 +26,9 @@ NO_FACE = ("**No face was found.** The detector looks for frontal faces at least
            "well-lit, front-on photo, or tick *classify the centre when no face is found*.")
 
 
-def describe(faces: list, show_cam: bool) -> str:
-    """Plain sentences for a non-technical audience: one per face, largest first."""
+def describe(faces: list, show_cam: bool, skipped: int = 0) -> str:
+    """Plain sentences for a non-technical audience: one per face, largest first; ``skipped``: the
+    smaller faces found beyond ``MAX_FACES``, said rather than silently dropped."""
     if not faces:
         return NO_FACE
     lines = []
@@ -44,6 +45,9 @@ def describe(faces: list, show_cam: bool) -> str:
             if face.note:
                 text += " " + face.note
         lines.append(text)
+    if skipped:
+        lines.append(f"{skipped} smaller face{'s were' if skipped > 1 else ' was'} found but not read: the lab reads "
+                     f"the {len(faces)} largest faces of a picture.")
     return "\n\n".join(lines)
 
 
@@ -54,11 +58,12 @@ def classify_image(registry: ModelRegistry, image, model_name: str, show_cam: bo
     face picker update, every face's probabilities): the bars show one face at a time, face 1 first."""
     frame = require_image(image)
     model = registry.get(model_name)
-    annotated, faces = annotate_faces(model, frame, find_faces(frame, fallback=fallback), show_cam, alpha)
+    located = find_faces(frame, fallback=fallback)
+    annotated, faces = annotate_faces(model, frame, located, show_cam, alpha)
     per_face = [probs_dict(f.shown_probabilities) for f in faces]
     picker = gr.update(choices=[str(i + 1) for i in range(len(faces))], value="1" if faces else None,
                        visible=len(faces) > 1)
-    return annotated, per_face[0] if per_face else None, describe(faces, show_cam), picker, per_face
+    return annotated, per_face[0] if per_face else None, describe(faces, show_cam, located.skipped), picker, per_face
 
 
 def face_bars(choice: str | None, per_face: list):
