@@ -5,10 +5,11 @@ eyes, with MediaPipe's BlazeFace (``ferlab.blazeface``, weights shipped too) as 
 on the upright picture: the faces only BlazeFace finds join MTCNN's, boxed and landmarked by
 MTCNN's O-Net so that every face is framed the same way.  ``kind="haar"``: OpenCV's frontal-face
 Haar cascade from ``cv2.data`` (faster, misses more), with its eye cascade.  ``kind="yunet"``:
-OpenCV's YuNet, when ``FERLAB_FACE_MODEL`` names its ``.onnx`` file (nothing is downloaded).  Each runs at a resolution chosen per image, so that faces
-down to ``min_face`` pixels (24 by default) stay findable while the pixel count stays bounded
-(``MAX_DETECT_PIXELS``); small images (a tight selfie, a 48x48 FER crop) are upscaled and padded,
-so that a face filling the picture is still found.  The picture is searched upright and turned by
+OpenCV's YuNet, when ``FERLAB_FACE_MODEL`` names its ``.onnx`` file (nothing is downloaded).
+Each runs at a resolution chosen per image, so that faces down to ``min_face`` pixels (24 by
+default) stay findable while the pixel count stays bounded (``MAX_DETECT_PIXELS``); small images
+(a tight selfie, a 48x48 FER crop) are upscaled and padded, so that a face filling the picture is
+still found.  The picture is searched upright and turned by
 ``DETECT_ANGLES``, so tilted heads are found too.  Frames are RGB uint8 arrays throughout.
 
 Framing: ``FRAMINGS`` says where each detector's box sits in FER2013's 48x48 frame, measured by

@@ -119,6 +119,7 @@ def find_faces(image, *, detector: FaceDetector | None = None, min_face: int | N
     smallest face side searched for, in the picture's pixels (default: the detector's, 24).
     ``angles``: the turns the picture is searched at, in degrees (default: the detector's,
     ``DETECT_ANGLES``, which finds tilted heads; ``(0,)`` searches once, three times faster).
+    ``max_faces``: the largest faces kept; ``Faces.skipped`` counts the smaller ones found beyond it.
     """
     frame = to_rgb_frame(image)
     gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
@@ -126,7 +127,8 @@ def find_faces(image, *, detector: FaceDetector | None = None, min_face: int | N
     if not detect:
         return Faces(frame, gray, [FaceLocation(center_box(w, h), detected=False)])
     det = detector or default_detector()
-    locations, boxes = [], det.detect(frame, min_face=min_face, angles=angles)
+    boxes = det.detect(frame, min_face=min_face, angles=angles)
+    locations = []
     for box in boxes[:max_faces]:
         eyes = det.eyes(gray, box) if align else None
         landmarks = box.landmarks if align and eyes is not None else None  # implausible eyes: the box alone
